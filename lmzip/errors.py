@@ -1,0 +1,65 @@
+"""Exception hierarchy: every error lmzip raises on purpose derives from LmzipError.
+
+The CLI turns these into one-line messages and distinct exit codes (see ``exit_code``);
+anything else escaping is a bug and is allowed to show a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LmzipError(Exception):
+    """Base class of all lmzip errors."""
+
+    exit_code = 1
+
+
+class FormatError(LmzipError):
+    """The data is not a valid .lmz stream (bad magic, truncation, trailing bytes, corrupt fields)."""
+
+    exit_code = 2
+
+
+class BadMagicError(FormatError):
+    """The data does not start with the .lmz magic bytes."""
+
+
+class UnsupportedVersionError(FormatError):
+    """The .lmz format version is newer (or older) than this lmzip understands."""
+
+
+class TruncatedError(FormatError):
+    """The .lmz data ends before the structure it announces."""
+
+
+class TrailingDataError(FormatError):
+    """Bytes follow the end of the .lmz data."""
+
+
+class ChecksumError(FormatError):
+    """The decoded data does not match the checksum recorded when it was compressed."""
+
+
+class ModelError(LmzipError):
+    """A model could not be found, fetched, verified or loaded."""
+
+    exit_code = 3
+
+
+class ModelMismatchError(ModelError):
+    """The model available here is not the one the file was compressed with."""
+
+
+class UnknownModelError(ModelError):
+    """No model of that id is known to the registry."""
+
+
+class TokenizerError(LmzipError):
+    """A token sequence could not be turned back into bytes (corrupt or foreign data)."""
+
+    exit_code = 2
+
+
+class UsageError(LmzipError):
+    """The caller asked for something inconsistent (bad option, existing output without -f, ...)."""
+
+    exit_code = 4

@@ -1,0 +1,389 @@
+"""The exact model: a Llama-style decoder whose next-token frequencies are bit-identical everywhere.
+
+Arithmetic coding decodes only if the decoder computes the very same probabilities as
+the encoder. Float inference does not: results move with the summation order, which moves
+with batch size, sequence length, thread count and device. So every quantity here is
+computed so that its value cannot depend on any of those:
+
+* Reductions (matmuls, attention sums, norms, softmax denominators) only ever add
+  integers whose partial sums provably stay below 2**53; float64 then represents every
+  partial sum exactly, so BLAS may sum in any order, on any device, and get the same result.
+  Weights are int8 per output channel, activations int16 per token (|q| <= 32767).
+* Elementwise work is one IEEE operation (+ - * / sqrt, round-half-even) per step, in the
+  order written here; none of it depends on neighbouring elements.
+* exp, sigmoid and RoPE come from integer tables built with Python's decimal module
+  (``luts.py``), never from libm or device intrinsics.
+* The output is an integer frequency table per position: every entry >= 1, each row
+  summing to exactly 2**TOTAL_BITS, ready for the range coder.
+
+Bounds behind the exactness (checked by ``_check_bounds`` at load time):
+  matmul     |x| <= 2**15 (int16), |w| <= 127, K <= 2**16   -> |sum| < 2**15 * 2**7 * 2**16 = 2**38
+  q.k        |q|, |k| <= 2**20, head_dim <= 256             -> |sum| < 2**40 * 2**8 = 2**48
+  e.v        e <= 2**20, |v| <= 2**20, context <= 4096      -> |sum| < 2**40 * 2**12 = 2**52
+
+The model is exact in *what* it computes; the int8/int16 quantisation and the table
+resolutions cost about 0.1% in ratio against the float reference (``float_model.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from . import luts
+from .errors import ModelError
+
+# Numerics, part of every compressed file's meaning: changing any of these changes the
+# model's output, so they are versioned together (NUMERICS_VERSION, recorded in model configs).
+NUMERICS_VERSION = 1
+ACT_MAX = 32767  # int16 activation range (symmetric)
+RES_BITS = 16  # residual stream fixed point: value * 2**16, kept integral
+QK_BITS = 12  # query/key fixed point
+V_BITS = 12  # value fixed point
+QK_LIMIT = float(2**20)  # clamp for q, k, v integers (see bounds above)
+ROPE_BITS = 16  # cos/sin table resolution
+EXP_STEP_BITS = 10  # exp tables are indexed on a 1/1024 grid of the exponent
+ATTN_EXP_BITS = 20  # attention weights: integers <= 2**20
+OUT_EXP_BITS = 30  # output distribution before normalisation: integers <= 2**30
+SIG_STEP_BITS = 10  # sigmoid table grid 1/1024
+SIG_BITS = 24  # sigmoid values * 2**24
+SIG_RANGE = 16  # sigmoid table covers [-16, 16]; saturates outside
+TOTAL_BITS = 24  # each frequency row sums to 2**24 (the range coder's precision)
+MAX_CONTEXT = 4096  # longest sequence the e.v bound allows
+
+
+@dataclass(frozen=True)
+class ExactConfig:
+    """Shape of an exact model (the numerics are module constants, versioned by ``numerics``)."""
+
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    rope_theta: float
+    norm_eps: float
+    max_context: int = MAX_CONTEXT
+    numerics: int = NUMERICS_VERSION
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExactConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def tensor_names(cfg: ExactConfig) -> list[str]:
+    """Names of the integer weights (``*.q`` int8) and their per-row scales (``*.scale`` float32)."""
+    names = ["embed", "head"]
+    for i in range(cfg.n_layers):
+        names += [f"layers.{i}.{w}" for w in ("wqkv", "wo", "w13", "w2")]
+    return [n + s for n in names for s in (".q", ".scale")]
+
+
+def _check_bounds(cfg: ExactConfig) -> None:
+    if cfg.numerics != NUMERICS_VERSION:
+        raise ModelError(f"model uses numerics version {cfg.numerics}; this lmzip implements {NUMERICS_VERSION}")
+    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads or cfg.head_dim % 2:
+        raise ModelError("inconsistent attention shape in model config")
+    if max(cfg.dim, cfg.ffn_dim) > 2**16 or cfg.head_dim > 256 or cfg.max_context > MAX_CONTEXT:
+        raise ModelError("model shape exceeds the bounds that keep float64 reductions exact")
+
+
+class _Linear:
+    """int8 weights [out, in] with a float scale per output row, held as float64 for exact BLAS."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, device: torch.device):
+        if q.dtype != torch.int8:
+            raise ModelError("exact-model weights must be int8")
+        self.w = q.to(device=device, dtype=torch.float64)
+        self.scale = scale.to(device=device, dtype=torch.float64)
+
+    def __call__(self, xq: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Real-valued output for int16 activations xq with per-token factor k: (acc * scale) * k."""
+        acc = torch.matmul(xq, self.w.t())  # exact: integer partial sums < 2**38
+        return acc.mul_(self.scale).mul_(k)
+
+
+def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token symmetric int16 quantisation: x ~= q * s with |q| <= 32767 (q integral float64)."""
+    m = x.abs().amax(-1, keepdim=True)
+    s = torch.where(m > 0, m / ACT_MAX, torch.ones_like(m))
+    q = torch.div(x, s).round_().clamp_(-ACT_MAX, ACT_MAX)
+    return q, s
+
+
+def _fix(x: torch.Tensor, bits: int, limit: float) -> torch.Tensor:
+    """Real -> clamped integer fixed point with ``bits`` fractional bits."""
+    return torch.round(x * float(2**bits)).clamp_(-limit, limit)
+
+
+class KVCache:
+    """Per-layer keys/values of B streams (integers held in float64), and each stream's length."""
+
+    def __init__(self, cfg: ExactConfig, batch: int, capacity: int, device: torch.device):
+        if capacity > cfg.max_context:
+            raise ValueError(f"cache capacity {capacity} exceeds the model's context {cfg.max_context}")
+        shape = (batch, cfg.n_kv_heads, capacity, cfg.head_dim)
+        self.k = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, dtype=torch.float64, device=device) for _ in range(cfg.n_layers)]
+        self.lengths = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.capacity = capacity
+
+    @property
+    def batch(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def reset(self, slot: int) -> None:
+        """Forget stream ``slot`` (its stale keys are masked by the length, no need to zero them)."""
+        self.lengths[slot] = 0
+
+
+class ExactModel:
+    """Exact integer Llama: ``frequencies(tokens)`` for whole sequences, ``step(cache, tokens)`` for decoding.
+
+    Row t of the output is the distribution of the token that follows tokens[..., t].
+    Both entry points run the same code; results are bitwise identical whatever the
+    batch size, the split into steps, the thread count or the device.
+    """
+
+    def __init__(self, cfg: ExactConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
+        _check_bounds(cfg)
+        missing = [n for n in tensor_names(cfg) if n not in tensors]
+        if missing:
+            raise ModelError(f"model file lacks tensors: {', '.join(missing[:4])}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        dev = self.device
+        self.embed_q = tensors["embed.q"].to(dev)
+        self.embed_scale = tensors["embed.scale"].to(device=dev, dtype=torch.float64)
+        self.head = _Linear(tensors["head.q"], tensors["head.scale"], dev)
+        self.layers = [
+            {w: _Linear(tensors[f"layers.{i}.{w}.q"], tensors[f"layers.{i}.{w}.scale"], dev) for w in ("wqkv", "wo", "w13", "w2")}
+            for i in range(cfg.n_layers)
+        ]
+        hd = cfg.head_dim
+        cos, sin = luts.rope_tables(hd, float(cfg.rope_theta), cfg.max_context, ROPE_BITS)
+        self.rope_cos = cos.to(device=dev, dtype=torch.float64)
+        self.rope_sin = sin.to(device=dev, dtype=torch.float64)
+        self.attn_exp = luts.exp_table(EXP_STEP_BITS, ATTN_EXP_BITS).to(device=dev, dtype=torch.float64)
+        self.out_exp = luts.exp_table(EXP_STEP_BITS, OUT_EXP_BITS).to(dev)
+        self.sigmoid = luts.sigmoid_table(SIG_STEP_BITS, SIG_BITS, SIG_RANGE).to(device=dev, dtype=torch.float64)
+        # Real score = (q.k) / 2**(2*QK_BITS) / sqrt(head_dim); the exp table wants it on its grid.
+        self.score_scale = float(2 ** (EXP_STEP_BITS - 2 * QK_BITS)) / math.sqrt(hd)
+
+    # -- public interface -------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
+
+    total_bits = TOTAL_BITS
+
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        return KVCache(self.cfg, batch, capacity or self.cfg.max_context, self.device)
+
+    @torch.no_grad()
+    def frequencies(self, tokens: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+        """tokens [B, T] (or [T]) -> int32 frequencies [B, T, V] (or [T, V]), rows summing to 2**24."""
+        squeeze = tokens.dim() == 1
+        if squeeze:
+            tokens = tokens[None]
+        cache = self.new_cache(tokens.shape[0], max(1, tokens.shape[1]))
+        h = self.hidden(cache, tokens)
+        out = torch.cat([self.head_frequencies(h[:, i : i + chunk]) for i in range(0, h.shape[1], chunk)], 1)
+        return out[0] if squeeze else out
+
+    @torch.no_grad()
+    def step(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """Append tokens [B, n] to each stream of the cache; return their frequencies [B, n, V]."""
+        return self.head_frequencies(self.hidden(cache, tokens))
+
+    # -- the network --------------------------------------------------------------------
+
+    @torch.no_grad()
+    def hidden(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
+        """Run the layers over tokens [B, n] appended to ``cache``; return the residual stream [B, n, d]."""
+        cfg = self.cfg
+        tokens = tokens.to(self.device, torch.int64)
+        B, n = tokens.shape
+        if B != cache.batch:
+            raise ValueError(f"batch of {B} streams for a cache of {cache.batch}")
+        if n == 0:
+            return torch.zeros(B, 0, cfg.dim, dtype=torch.float64, device=self.device)
+        if int((cache.lengths + n).max()) > cache.capacity:
+            raise ValueError("sequence longer than the cache capacity / model context")
+        if int(tokens.min()) < 0 or int(tokens.max()) >= cfg.vocab_size:
+            raise ValueError("token id out of range")
+        pos = cache.lengths[:, None] + torch.arange(n, device=self.device)[None, :]  # [B, n]
+        # Embedding lookup: int8 row * row scale, into the fixed-point residual stream.
+        emb = self.embed_q[tokens].to(torch.float64).mul_(self.embed_scale[tokens][..., None])
+        h = emb.mul_(float(2**RES_BITS)).round_()
+        for i, layer in enumerate(self.layers):
+            h = h + self._attention(layer, cache, i, h, pos)
+            step = max(1, _CHUNK_ELEMENTS // (2 * cfg.ffn_dim))  # tokens per FFN chunk
+            flat = h.view(B * n, cfg.dim)
+            h = h + torch.cat([self._ffn(layer, flat[t : t + step]) for t in range(0, B * n, step)]).view(B, n, cfg.dim)
+        cache.lengths += n
+        return h
+
+    def _norm_factor(self, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Per-token RMSNorm factor k for a quantised residual (norm gains are folded into the weights).
+
+        Uses the int16 image q of the residual: its sum of squares is an exact integer.
+        """
+        ss = (q * q).sum(-1, keepdim=True)  # < 2**30 * 2**16: exact
+        t = s * float(2.0**-RES_BITS)
+        ms = ss / self.cfg.dim * t * t
+        return t / torch.sqrt(ms + self.cfg.norm_eps)
+
+    def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Rotate integer x [B, heads, n, hd] at positions pos [B, n] with the integer tables."""
+        half = x.shape[-1] // 2
+        c = self.rope_cos[pos][:, None]  # [B, 1, n, half]
+        s = self.rope_sin[pos][:, None]
+        x1, x2 = x[..., :half], x[..., half:]
+        r = torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)  # integers < 2**37: exact
+        return torch.round(r * float(2.0**-ROPE_BITS)).clamp_(-QK_LIMIT, QK_LIMIT)
+
+    def _attention(self, layer, cache: KVCache, li: int, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        B, n, _ = h.shape
+        hd, H, Hk = cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+        rep = H // Hk
+        xq, s = _quantize(h)
+        qkv = layer["wqkv"](xq, self._norm_factor(xq, s))
+        q = _fix(qkv[..., : H * hd], QK_BITS, QK_LIMIT).view(B, n, H, hd).transpose(1, 2)
+        k = _fix(qkv[..., H * hd : (H + Hk) * hd], QK_BITS, QK_LIMIT).view(B, n, Hk, hd).transpose(1, 2)
+        v = _fix(qkv[..., (H + Hk) * hd :], V_BITS, QK_LIMIT).view(B, n, Hk, hd)
+        q, k = self._rope(q, pos), self._rope(k, pos)
+        # Store the new keys/values at each stream's own positions.
+        b_idx = torch.arange(B, device=h.device)[:, None].expand(B, n)
+        cache.k[li][b_idx, :, pos] = k.transpose(1, 2)
+        cache.v[li][b_idx, :, pos] = v
+        # Query heads sharing a KV head become rows (position-major): [B, Hk, n * rep, hd].
+        qg = q.reshape(B, Hk, rep, n, hd).transpose(2, 3).reshape(B, Hk, n * rep, hd)
+        qpos = pos.repeat_interleave(rep, 1)  # [B, n * rep]
+        o = self._softmax_mix(qg, qpos, cache.k[li], cache.v[li])  # [B, Hk, n * rep, hd], value units
+        o = o.view(B, Hk, n, rep, hd).transpose(1, 2).reshape(B, n, H * hd)
+        oq, os_ = _quantize(o)
+        out = layer["wo"](oq, os_ * float(2.0**-V_BITS))
+        return out.mul_(float(2**RES_BITS)).round_()
+
+    def _softmax_mix(self, q: torch.Tensor, qpos: torch.Tensor, keys: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """sum_j softmax(q.k_j) v_j over keys j <= the query's position, with integer weights from the exp table.
+
+        Chunked over query rows (keeps temporaries small, and a causal chunk only reads
+        the keys up to its last position); chunking changes nothing in the result.
+        """
+        B, Hk, R, _ = q.shape
+        last = len(self.attn_exp) - 1
+        outs = []
+        r0 = 0
+        while r0 < R:
+            L = int(qpos[:, min(R, r0 + 1) - 1 :].max()) + 1  # upper bound for this chunk's keys
+            rows = max(1, min(R - r0, _CHUNK_ELEMENTS // (B * Hk * L)))
+            qc, pc = q[:, :, r0 : r0 + rows], qpos[:, r0 : r0 + rows]
+            L = int(pc.max()) + 1
+            scores = torch.matmul(qc, keys[:, :, :L].transpose(-1, -2))  # exact integers
+            masked = torch.arange(L, device=q.device)[None, None, :] > pc[:, :, None]  # [B, rows, L]
+            scores.masked_fill_(masked[:, None], -math.inf)
+            top = scores.amax(-1, keepdim=True)
+            # (top - score) on the table grid; masked entries become +inf and land on the final 0.
+            idx = scores.sub_(top).neg_().mul_(self.score_scale).round_().clamp_(max=last).long()
+            e = self.attn_exp[idx]  # integers <= 2**20
+            z = e.sum(-1, keepdim=True)  # exact
+            outs.append(torch.matmul(e, vals[:, :, :L]).div_(z))  # exact numerator, one IEEE division
+            r0 += rows
+        return torch.cat(outs, 2)
+
+    def _ffn(self, layer, h: torch.Tensor) -> torch.Tensor:
+        F = self.cfg.ffn_dim
+        xq, s = _quantize(h)
+        gu = layer["w13"](xq, self._norm_factor(xq, s))
+        g, u = gu[..., :F], gu[..., F:]
+        n = SIG_RANGE << SIG_STEP_BITS
+        idx = (g * float(2**SIG_STEP_BITS)).round_().clamp_(-n, n).add_(n).long()
+        a = self.sigmoid[idx].mul_(float(2.0**-SIG_BITS))  # sigmoid(g)
+        a = torch.mul(g, a).mul_(u)  # SiLU(g) * u = (g * sigmoid(g)) * u
+        aq, as_ = _quantize(a)
+        return layer["w2"](aq, as_).mul_(float(2**RES_BITS)).round_()
+
+    @torch.no_grad()
+    def head_frequencies(self, h: torch.Tensor) -> torch.Tensor:
+        """Residual stream [..., d] -> int32 frequencies [..., V]: every entry >= 1, rows sum to 2**24."""
+        shape = h.shape[:-1]
+        flat = h.reshape(-1, h.shape[-1])
+        rows = max(1, _CHUNK_ELEMENTS // self.cfg.vocab_size)
+        out = torch.empty(flat.shape[0], self.cfg.vocab_size, dtype=torch.int32, device=h.device)
+        last = len(self.out_exp) - 1
+        for r0 in range(0, flat.shape[0], rows):
+            xq, s = _quantize(flat[r0 : r0 + rows])
+            # Logits on the exp table's grid (the factor 2**10 is exact), then rounded.
+            z = self.head(xq, self._norm_factor(xq, s).mul_(float(2**EXP_STEP_BITS))).round_()
+            top = z.amax(-1, keepdim=True)
+            idx = z.sub_(top).neg_().clamp_(max=last).long()
+            out[r0 : r0 + rows] = normalize_frequencies(self.out_exp[idx])
+        return out.view(*shape, self.cfg.vocab_size)
+
+
+# Temporaries stay below ~16 MB of float64: larger ones are fresh mmaps whose page faults
+# cost more than the arithmetic.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def normalize_frequencies(e: torch.Tensor, total_bits: int = TOTAL_BITS) -> torch.Tensor:
+    """Integer weights [..., V] (0 <= e <= 2**30, some > 0) -> int32 frequencies >= 1 summing to 2**total_bits.
+
+    Each symbol gets 1 plus floor(e * r / 2**32) with r = floor(spare * 2**32 / sum(e)),
+    so the shares never exceed the spare mass; the remainder goes to the first symbol of
+    largest weight. Pure integer arithmetic (products < 2**56).
+    """
+    V = e.shape[-1]
+    spare = 2**total_bits - V
+    if spare <= 0:
+        raise ValueError("vocabulary too large for the coder's precision")
+    z = e.sum(-1, keepdim=True)
+    r = torch.div(spare << 32, z, rounding_mode="floor")
+    f = e.mul(r).bitwise_right_shift_(32)
+    rest = spare - f.sum(-1, keepdim=True)
+    f.scatter_add_(-1, e.argmax(-1, keepdim=True), rest)
+    return f.add_(1).to(torch.int32)
+
+
+# -- files --------------------------------------------------------------------------------
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_exact(directory: str | Path, cfg: ExactConfig, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_NAME).write_text(cfg.to_json() + "\n")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / WEIGHTS_NAME))
+
+
+def load_exact(directory: str | Path, device: str | torch.device = "cpu") -> ExactModel:
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    try:
+        cfg = ExactConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        tensors = load_file(str(directory / WEIGHTS_NAME))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"cannot load exact model from {directory}: {exc}") from exc
+    return ExactModel(cfg, tensors, device)
