@@ -364,26 +364,26 @@ def normalize_frequencies(e: torch.Tensor, total_bits: int = TOTAL_BITS) -> torc
 
 # -- files --------------------------------------------------------------------------------
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_NAME = "model.safetensors"  # weights, with the config as JSON in the metadata: one file, one hash
 
 
-def save_exact(directory: str | Path, cfg: ExactConfig, tensors: dict[str, torch.Tensor]) -> None:
+def save_exact(path: str | Path, cfg: ExactConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """Write an exact model as one safetensors file (config in its metadata under ``lmzip_config``)."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_NAME).write_text(cfg.to_json() + "\n")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / WEIGHTS_NAME))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"lmzip_config": cfg.to_json()})
 
 
-def load_exact(directory: str | Path, device: str | torch.device = "cpu") -> ExactModel:
+def load_exact(path: str | Path, device: str | torch.device = "cpu") -> ExactModel:
+    """Load an exact model file written by ``save_exact``."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    directory = Path(directory)
     try:
-        cfg = ExactConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
-        tensors = load_file(str(directory / WEIGHTS_NAME))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ModelError(f"cannot load exact model from {directory}: {exc}") from exc
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        cfg = ExactConfig.from_dict(json.loads(meta["lmzip_config"]))
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for corrupt files
+        raise ModelError(f"cannot load exact model {path}: {exc}") from exc
     return ExactModel(cfg, tensors, device)

@@ -56,4 +56,29 @@ class FloatLlama:
             g = F.silu(h @ w[p + "ffn_gate.weight"].T) * (h @ w[p + "ffn_up.weight"].T)
             x = x + g @ w[p + "ffn_down.weight"].T
         x = self._norm(x, w["output_norm.weight"])
-        return x @ w["token_embd.weight"].T
+        return x @ w.get("output.weight", w["token_embd.weight"]).T
+
+
+def float_weights_from_exact(cfg, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Dequantised exact-model weights in GGUF naming (norm gains already folded in, so set to 1).
+
+    A float forward of these isolates what the exact *arithmetic* costs, apart from weight quantisation.
+    """
+
+    def deq(name: str) -> np.ndarray:
+        return (tensors[name + ".q"].double() * tensors[name + ".scale"].double()[:, None]).float().numpy()
+
+    hd = cfg.dim // cfg.n_heads
+    ones = np.ones(cfg.dim, dtype=np.float32)
+    w = {"token_embd.weight": deq("embed"), "output.weight": deq("head"), "output_norm.weight": ones}
+    for i in range(cfg.n_layers):
+        p = f"blk.{i}."
+        qkv = deq(f"layers.{i}.wqkv")
+        nq, nk = cfg.n_heads * hd, cfg.n_kv_heads * hd
+        w[p + "attn_q.weight"], w[p + "attn_k.weight"], w[p + "attn_v.weight"] = qkv[:nq], qkv[nq : nq + nk], qkv[nq + nk :]
+        w[p + "attn_output.weight"] = deq(f"layers.{i}.wo")
+        gu = deq(f"layers.{i}.w13")
+        w[p + "ffn_gate.weight"], w[p + "ffn_up.weight"] = gu[: cfg.ffn_dim], gu[cfg.ffn_dim :]
+        w[p + "ffn_down.weight"] = deq(f"layers.{i}.w2")
+        w[p + "attn_norm.weight"] = w[p + "ffn_norm.weight"] = ones
+    return w

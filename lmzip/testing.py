@@ -1,0 +1,28 @@
+"""Tiny random-weight models for tests and examples (fast, and exercise every code path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .convert import exact_config, exact_tensors, random_llama
+from .exact_model import ExactModel, save_exact
+from .tokenizer import ByteTokenizer
+from .zoo import TOKENIZER_DIR, WEIGHTS
+
+
+def tiny_model(seed: int = 0, **shape) -> ExactModel:
+    """An in-memory exact model with random weights (byte vocabulary unless ``vocab_size`` is given)."""
+    cfg, w = random_llama(seed, **shape)
+    return ExactModel(exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
+
+
+def write_tiny_model(directory: str | Path, seed: int = 0, **shape) -> Path:
+    """A model directory (weights + byte tokenizer) usable anywhere a model id is, e.g. ``--model DIR``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg, w = random_llama(seed, **shape)
+    if cfg.vocab_size != 256:
+        raise ValueError("model directories made here use the byte tokenizer: vocab_size must be 256")
+    save_exact(directory / WEIGHTS, exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
+    ByteTokenizer().save(directory / TOKENIZER_DIR)
+    return directory
