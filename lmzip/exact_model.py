@@ -8,7 +8,7 @@ computed so that its value cannot depend on any of those:
 * Reductions (matmuls, attention sums, norms, softmax denominators) only ever add
   integers whose partial sums provably stay below 2**53; float64 then represents every
   partial sum exactly, so BLAS may sum in any order, on any device, and get the same result.
-  Weights are int8 per output channel, activations int16 per token (|q| <= 32767).
+  Weights are int8 per output channel, activations int16 per token (|q| <= 32639).
 * Elementwise work is one IEEE operation (+ - * / sqrt, round-half-even) per step, in the
   order written here; none of it depends on neighbouring elements.
 * exp, sigmoid and RoPE come from integer tables built with Python's decimal module
@@ -17,7 +17,8 @@ computed so that its value cannot depend on any of those:
   summing to exactly 2**TOTAL_BITS, ready for the range coder.
 
 Bounds behind the exactness (checked by ``_check_bounds`` at load time):
-  matmul     |x| <= 2**15 (int16), |w| <= 127, K <= 2**16   -> |sum| < 2**15 * 2**7 * 2**16 = 2**38
+  matmul     |x| < 2**15 (int16), |w| <= 127, K <= 2**16    -> |sum| < 2**15 * 2**7 * 2**16 = 2**38 (float64),
+             or as two int8 halves, |sum| < 2**7 * 2**7 * 2**16 = 2**30 each (int32)
   q.k        |q|, |k| <= 2**20, head_dim <= 256             -> |sum| < 2**40 * 2**8 = 2**48
   e.v        e <= 2**20, |v| <= 2**20, context <= 4096      -> |sum| < 2**40 * 2**12 = 2**52
 
@@ -40,7 +41,7 @@ from .errors import ModelError
 # Numerics, part of every compressed file's meaning: changing any of these changes the
 # model's output, so they are versioned together (NUMERICS_VERSION, recorded in model configs).
 NUMERICS_VERSION = 1
-ACT_MAX = 32767  # int16 activation range (symmetric)
+ACT_MAX = 32639  # int16 activations, = 127 * 256 + 127 so both int8 halves fit (see _Linear)
 RES_BITS = 16  # residual stream fixed point: value * 2**16, kept integral
 QK_BITS = 12  # query/key fixed point
 V_BITS = 12  # value fixed point
@@ -102,22 +103,52 @@ def _check_bounds(cfg: ExactConfig) -> None:
 
 
 class _Linear:
-    """int8 weights [out, in] with a float scale per output row, held as float64 for exact BLAS."""
+    """int8 weights [out, in] with a float scale per output row.
+
+    The integer accumulator acc = xq @ w.T is exact by construction; how it is obtained
+    does not change it. Fast path: int16 activations split into two int8 halves
+    (xq = 256 * hi + lo, |hi|, |lo| <= 128) and int8 x int8 -> int32 matmuls (VNNI / tensor
+    cores; |partial sums| < 128 * 127 * 2**16 < 2**31). Fallback: float64 matmul of the same
+    integers (partial sums < 2**38, exact in float64).
+    """
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, device: torch.device):
         if q.dtype != torch.int8:
             raise ModelError("exact-model weights must be int8")
-        self.w = q.to(device=device, dtype=torch.float64)
+        self.w_t = q.t().contiguous().to(device)  # [in, out] for _int_mm
         self.scale = scale.to(device=device, dtype=torch.float64)
+        self._w64: torch.Tensor | None = None
+        self._int_mm = hasattr(torch, "_int_mm")
+
+    def accumulate(self, xq: torch.Tensor) -> torch.Tensor:
+        """Exact integer xq @ w.T as float64, for integral xq with |xq| <= ACT_MAX."""
+        shape = xq.shape[:-1]
+        x2 = xq.reshape(-1, xq.shape[-1])
+        if self._int_mm and x2.shape[0] > 0:
+            try:
+                hi = torch.floor((x2 + 128.0) * (1.0 / 256)).to(torch.int8)
+                lo = (x2 - hi.to(torch.float64) * 256.0).to(torch.int8)
+                rows = x2.shape[0]
+                if x2.device.type != "cpu" and rows < 32:  # cuBLASLt int8 wants more than 16 rows
+                    pad = torch.zeros(32 - rows, x2.shape[1], dtype=torch.int8, device=x2.device)
+                    hi, lo = torch.cat([hi, pad]), torch.cat([lo, pad])
+                both = torch._int_mm(torch.cat([hi, lo]), self.w_t).to(torch.float64)  # one call, 2x rows
+                n = hi.shape[0]
+                acc = both[:n].mul_(256.0).add_(both[n:])
+                return acc[:rows].reshape(*shape, -1)
+            except RuntimeError:  # no int8 kernel for this device/shape: same integers via float64
+                self._int_mm = False
+        if self._w64 is None:
+            self._w64 = self.w_t.to(torch.float64)
+        return torch.matmul(x2, self._w64).reshape(*shape, -1)
 
     def __call__(self, xq: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Real-valued output for int16 activations xq with per-token factor k: (acc * scale) * k."""
-        acc = torch.matmul(xq, self.w.t())  # exact: integer partial sums < 2**38
-        return acc.mul_(self.scale).mul_(k)
+        return self.accumulate(xq).mul_(self.scale).mul_(k)
 
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token symmetric int16 quantisation: x ~= q * s with |q| <= 32767 (q integral float64)."""
+    """Per-token symmetric int16 quantisation: x ~= q * s with |q| <= ACT_MAX (q integral float64)."""
     m = x.abs().amax(-1, keepdim=True)
     s = torch.where(m > 0, m / ACT_MAX, torch.ones_like(m))
     q = torch.div(x, s).round_().clamp_(-ACT_MAX, ACT_MAX)
@@ -148,6 +179,21 @@ class KVCache:
     def reset(self, slot: int) -> None:
         """Forget stream ``slot`` (its stale keys are masked by the length, no need to zero them)."""
         self.lengths[slot] = 0
+
+    def copy_stream(self, slot: int, other: "KVCache", other_slot: int = 0) -> None:
+        """Make stream ``slot`` a copy of ``other``'s stream ``other_slot`` (e.g. a context prefilled alone)."""
+        n = int(other.lengths[other_slot])
+        for mine, theirs in ((self.k, other.k), (self.v, other.v)):
+            for a, b in zip(mine, theirs):
+                a[slot, :, :n] = b[other_slot, :, :n]
+        self.lengths[slot] = n
+
+    def keep(self, slots: list[int]) -> None:
+        """Keep only the given streams, in that order (drops finished streams from a batch)."""
+        idx = torch.tensor(slots, dtype=torch.int64, device=self.lengths.device)
+        self.k = [t.index_select(0, idx) for t in self.k]
+        self.v = [t.index_select(0, idx) for t in self.v]
+        self.lengths = self.lengths.index_select(0, idx)
 
 
 class ExactModel:

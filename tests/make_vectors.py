@@ -1,0 +1,48 @@
+"""Regenerate the committed .lmz test vectors (only when the format or numerics change on purpose).
+
+    python tests/make_vectors.py            # tiny-model vectors
+    python tests/make_vectors.py --teacher  # also the teacher vector (slow: the 135M model on CPU)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import lmzip
+from lmzip import zoo
+
+VECTORS = Path(__file__).parent / "vectors"
+TEXT = (VECTORS / "teacher-small.orig")
+
+TINY = {
+    "tiny-text": (b"Exact models make arithmetic coding portable: a file coded here decodes there.\r\n" * 12,
+                  dict(window=64, overlap=16, segment_size=400, top_k=16, fallback=False)),
+    "tiny-bytes": (bytes(range(256)) * 2, dict(window=100, overlap=0, segment_size=0, top_k=64, fallback=False)),
+    "tiny-mixed": (b"text first, " * 20 + random.Random(3).randbytes(600), dict(window=32, overlap=8, segment_size=240, top_k=0)),
+    "tiny-empty": (b"", dict(window=64, overlap=16, segment_size=0, top_k=64)),
+}
+
+
+def main() -> None:
+    manifest = {}
+    tiny = zoo.load(VECTORS / "tiny-model")
+    for name, (data, params) in TINY.items():
+        (VECTORS / f"{name}.orig").write_bytes(data)
+        (VECTORS / f"{name}.lmz").write_bytes(lmzip.Compressor(tiny, **params).compress(data))
+        manifest[name] = params
+    if "--teacher" in sys.argv:
+        teacher = zoo.load("smollm2-135m")
+        params = dict(window=2048, overlap=512, segment_size=0, top_k=64)
+        (VECTORS / "teacher-small.lmz").write_bytes(lmzip.Compressor(teacher, **params).compress(TEXT.read_bytes()))
+        manifest["teacher-small"] = params
+    else:
+        old = json.loads((VECTORS / "manifest.json").read_text()) if (VECTORS / "manifest.json").exists() else {}
+        manifest.update({k: v for k, v in old.items() if not k.startswith("tiny-")})
+    (VECTORS / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
