@@ -5,7 +5,6 @@ The API mirrors the standard library's ``lzma`` module: ``compress``, ``decompre
 a loaded model. Every error raised on purpose derives from ``LmzipError``.
 """
 
-from .api import Compressor, Decompressor, LmzFile, compress, decompress, open  # noqa: A004
 from .errors import (
     BadMagicError,
     ChecksumError,
@@ -22,6 +21,17 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+_API = ("Compressor", "Decompressor", "LmzFile", "compress", "decompress", "open")
+
+
+def __getattr__(name: str):
+    # The API pulls in torch (~2 s); load it on first use so `lmzip --version`/`info` stay instant.
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'lmzip' has no attribute {name!r}")
 
 __all__ = [
     "BadMagicError",

@@ -92,7 +92,8 @@ def split_segments(data: bytes | memoryview, target: int) -> list[tuple[int, int
 # -- encoding ----------------------------------------------------------------------------
 
 
-def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float) -> tuple[bytes, int] | None:
+def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float,
+                    progress: Progress | None = None) -> tuple[bytes, int] | None:
     """LM-code one segment; None as soon as it is clearly losing to ``give_up_bits`` (the fallback's size)."""
     model, tok = lm.model, lm.tokenizer
     ids = tok.encode(data)
@@ -107,6 +108,8 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
             r1 = min(length, r0 + 256)
             enc.encode_many(targets[start + r0 : start + r1], model.head_frequencies(h[0, r0:r1]))
         done = start + length
+        if progress:  # bytes in proportion to tokens; compress() reports the exact remainder
+            progress(len(data) * done // n - len(data) * (start + ctx) // n)
         # Early exit for data the model cannot predict (binary, random): extrapolate the cost.
         if enc.num_bytes() * 8 * n / done > give_up_bits * 1.25 + 1024:
             return None
@@ -123,7 +126,14 @@ def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, pr
         chunk = data[off : off + length]
         fb_seg, fb_payload = C.make_fallback_segment(chunk)
         give_up = 8 * len(fb_payload) if p.fallback else float("inf")
-        coded = _encode_segment(lm, chunk, p, give_up_bits=give_up)
+        reported = 0
+
+        def tick(nbytes: int) -> None:
+            nonlocal reported
+            reported += nbytes
+            progress(nbytes)  # type: ignore[misc]
+
+        coded = _encode_segment(lm, chunk, p, give_up_bits=give_up, progress=tick if progress else None)
         if coded is not None and (len(coded[0]) < len(fb_payload) or not p.fallback):
             payload, n_tokens = coded
             segments.append(C.Segment(C.METHOD_LM, 0, length, len(payload), n_tokens, C.crc32(chunk)))
@@ -132,7 +142,7 @@ def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, pr
             segments.append(fb_seg)
             payloads.append(fb_payload)
         if progress:
-            progress(length)
+            progress(length - reported)
     header = C.Header(
         original_size=len(data),
         original_sha256=hashlib.sha256(data).digest(),
@@ -157,6 +167,7 @@ class _Stream:
 
     def __init__(self, index: int, seg: C.Segment, payload, header: C.Header, bos: int):
         self.index, self.n = index, seg.token_count
+        self.original_length, self.reported = seg.original_length, 0  # for progress reports
         self.dec = TokenDecoder(bytes(payload), total_bits=header.total_bits, top_k=header.top_k)
         self.tokens: list[int] = []
         self.sched = windows(self.n, header.window_tokens, header.overlap_tokens)
@@ -173,8 +184,10 @@ class _Stream:
         return False
 
 
-def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream]) -> None:
-    """Decode several LM segments in lockstep, one token per stream per model step."""
+def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], progress: Progress | None = None) -> None:
+    """Decode several LM segments in lockstep, one token per stream per model step.
+
+    ``progress`` gets byte estimates (in proportion to tokens) every 32 steps."""
     model = lm.model
     active = [st for st in streams if st.next_window()]
     for st in streams:
@@ -197,6 +210,11 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream]) 
     while active:
         inputs = torch.tensor([[st.input(st.start + st.row)] for st in active], dtype=torch.int64)
         freqs = model.step(cache, inputs)[:, 0]
+        if progress and len(active[0].tokens) % 32 == 0:
+            for st in active:
+                est = st.original_length * len(st.tokens) // max(1, st.n)
+                progress(est - st.reported)
+                st.reported = est
         done = []
         for slot, st in enumerate(active):
             sym = st.dec.decode(freqs[slot])
@@ -249,14 +267,14 @@ def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, 
         check_model(header, lm)
     for b0 in range(0, len(lm_streams), batch):
         group = lm_streams[b0 : b0 + batch]
-        _decode_lm_batch(lm, header, group)
+        _decode_lm_batch(lm, header, group, progress)
         for st in group:
             seg = header.segments[st.index]
             data = lm.tokenizer.decode(np.asarray(st.tokens, dtype=np.int64))
             C.verify_segment(seg, data, st.index)
             out[st.index] = data
             if progress:
-                progress(seg.original_length)
+                progress(seg.original_length - st.reported)
     data = b"".join(out)  # type: ignore[arg-type]
     C.verify_original(header, data)
     return data

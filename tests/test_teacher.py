@@ -41,6 +41,12 @@ def test_teacher_full_equals_incremental_and_batched(teacher):
     batched = m.frequencies(torch.stack([other[0], inp, other[1]]))
     assert torch.equal(batched[1], full[0])
     assert torch.equal(m.frequencies(inp[None, :20])[0], full[0, :20])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(m.frequencies(inp[None]), full)
+    finally:
+        torch.set_num_threads(before)
     assert int(full.min()) >= 1 and torch.all(full.to(torch.int64).sum(-1) == 2**TOTAL_BITS)
 
 

@@ -1,0 +1,862 @@
+"""The ``lmzip`` command line, with the habits of gzip and zstd.
+
+    lmzip FILE...                 compress each FILE into FILE.lmz (same as ``lmzip compress``)
+    lmzip -d FILE.lmz...          restore FILE                (same as ``lmzip decompress``)
+    lmzip info FILE.lmz...        describe .lmz files from their headers (no model needed)
+    lmzip test FILE.lmz...        decode and verify, write nothing
+    lmzip models list | pull ID   the model zoo
+
+Inputs are kept unless ``--rm``; existing outputs are never overwritten without ``-f``;
+outputs go to a temporary file in the destination directory that is renamed into place
+only when complete, so an interrupted run never leaves a truncated file. Errors are one
+line on stderr, ``lmzip: FILE: cause``, with the exit codes of ``EXIT_CODES``.
+
+Heavy modules (torch, through the codec) are imported only when a command needs a model.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import stat
+import struct
+import sys
+import tempfile
+import time
+from typing import Any, Callable, NoReturn
+
+import click
+
+from . import container
+from .errors import LmzipError, TrailingDataError, TruncatedError, UsageError
+from .progress import Progress, human_bytes, human_duration
+
+try:
+    from . import __version__
+except ImportError:  # pragma: no cover - package metadata is the fallback
+    from importlib.metadata import version as _version
+
+    __version__ = _version("lmzip")
+
+SUFFIX = ".lmz"
+STDIO = "-"
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # LmzipError.exit_code
+EXIT_FORMAT = 2  # FormatError / TokenizerError
+EXIT_MODEL = 3  # ModelError
+EXIT_USAGE = 4  # UsageError, and click's own command-line errors
+EXIT_OS = 5  # OSError: missing file, permission denied, disk full, broken pipe
+EXIT_INTERRUPT = 130  # KeyboardInterrupt (128 + SIGINT); SIGTERM/SIGHUP give 128 + their number
+
+EXIT_CODES = f"""\b
+Exit codes:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    other lmzip error (e.g. --rm verification found a difference)
+  {EXIT_FORMAT}    corrupt, truncated or foreign .lmz data (checksum, tokenizer)
+  {EXIT_MODEL}    model error: unknown id, cannot pull, damaged, not the file's model
+  {EXIT_USAGE}    usage error: bad option or combination, output exists (no -f),
+       input without .lmz suffix (no -o/-c)
+  {EXIT_OS}    operating-system error: missing file, permission denied, disk full
+  {EXIT_INTERRUPT}  interrupted (Ctrl-C); 143 for SIGTERM, 129 for SIGHUP.
+       An interrupted run leaves no partial output behind.
+With several files lmzip goes on after an error and exits with the first
+non-zero code."""
+
+_METHOD_NAMES = {container.METHOD_LM: "LM", container.METHOD_ZSTD: "zstd", container.METHOD_STORED: "stored"}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class _Signalled(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, raised in the main thread like Ctrl-C so that temporary files are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame) -> NoReturn:
+    raise _Signalled(signum)
+
+
+class _Fatal(Exception):
+    """An error that dooms every remaining file (the model or the options): stop the loop."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "error"
+
+
+def _describe(exc: BaseException, name: str | None = None) -> tuple[int, str]:
+    """(exit code, one-line cause) of an error we expect from users' situations."""
+    if isinstance(exc, LmzipError):
+        return exc.exit_code, _one_line(str(exc) or type(exc).__name__)
+    if isinstance(exc, OSError):
+        cause = exc.strerror or str(exc) or type(exc).__name__
+        if exc.filename is not None and os.fsdecode(exc.filename) != name:
+            cause = f"{os.fsdecode(exc.filename)}: {cause}"
+        return EXIT_OS, _one_line(cause)
+    if isinstance(exc, MemoryError):
+        return EXIT_ERROR, "out of memory"
+    raise exc  # a bug: let the traceback show
+
+
+def _say_error(name: str | None, cause: str) -> None:
+    click.echo(f"lmzip: {name}: {cause}" if name else f"lmzip: {cause}", err=True)
+
+
+def _report(exc: BaseException, name: str | None) -> int:
+    code, cause = _describe(exc, name)
+    _say_error(name, cause)
+    return code
+
+
+_EXPECTED = (LmzipError, OSError, MemoryError)
+
+
+def _for_each(ctx: click.Context, names: list[str], work: Callable[[str], None]) -> NoReturn:
+    """Run ``work`` on each input; report errors one line each, go on, exit with the first code."""
+    first = EXIT_OK
+    for name in names:
+        shown = _display(name)
+        try:
+            work(name)
+        except KeyboardInterrupt as exc:
+            _say_error(shown, "interrupted")
+            ctx.exit(128 + exc.signum if isinstance(exc, _Signalled) else EXIT_INTERRUPT)
+        except _Fatal as fatal:
+            code = _report(fatal.cause, None)
+            first = first or code
+            break
+        except _EXPECTED as exc:
+            code = _report(exc, shown)
+            first = first or code
+    ctx.exit(first)
+
+
+def _display(name: str) -> str:
+    return "(stdin)" if name == STDIO else name
+
+
+# --------------------------------------------------------------------------- click plumbing
+
+
+class LmzipGroup(click.Group):
+    """``lmzip`` itself: routes ``lmzip [-d] FILE...`` to ``compress`` like zstd, and maps
+    every failure to one stderr line and an exit code (see ``EXIT_CODES``)."""
+
+    _LEADING = re.compile(r"-[vq]+|--verbose|--quiet")
+    _OWN = {"-h", "--help", "-V", "--version"}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = list(args)
+        i = 0
+        while i < len(args) and self._LEADING.fullmatch(args[i]):
+            i += 1
+        if i == len(args) or (args[i] not in self.commands and args[i] not in self._OWN):
+            args.insert(i, "compress")
+        return super().parse_args(ctx, args)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        saved = {}
+        try:
+            for name in ("SIGTERM", "SIGHUP"):
+                if hasattr(signal, name):
+                    try:
+                        saved[name] = signal.signal(getattr(signal, name), _on_signal)
+                    except (ValueError, OSError):  # not the main thread, or not allowed
+                        pass
+            code = super().main(args, prog_name or "lmzip", complete_var, standalone_mode=False, **extra)
+            code = code if isinstance(code, int) else EXIT_OK
+        except click.UsageError as exc:
+            exc.show()
+            code = EXIT_USAGE
+        except click.ClickException as exc:
+            exc.show()
+            code = exc.exit_code
+        except click.Abort as exc:
+            _say_error(None, "interrupted")
+            cause = exc.__cause__ or exc.__context__
+            code = 128 + cause.signum if isinstance(cause, _Signalled) else EXIT_INTERRUPT
+        except _EXPECTED as exc:  # raised outside the per-file loops (e.g. while writing help)
+            code = _report(exc, None)
+        finally:
+            for name, handler in saved.items():
+                try:
+                    signal.signal(getattr(signal, name), handler)
+                except (ValueError, OSError, TypeError):
+                    pass
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+class _Size(click.ParamType):
+    """A byte count: ``65536``, ``64K``, ``1.5M``, ``2GiB`` (binary multiples)."""
+
+    name = "BYTES"
+    _MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(?:i?b)?\s*", str(value), re.IGNORECASE)
+        if not m:
+            self.fail(f"{value!r} is not a size (e.g. 65536, 64K, 1M)", param, ctx)
+        return int(float(m.group(1)) * self._MULT[m.group(2).lower()])
+
+
+def _verbosity(ctx: click.Context, verbose: int, quiet: int) -> int:
+    """0 quiet, 1 normal, 2+ verbose: group-level -v/-q plus the command's own."""
+    base = (ctx.obj or {}).get("verbosity", 0)
+    return max(0, 1 + base + verbose - quiet)
+
+
+def _options(*decorators):
+    def apply(f):
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+_verbose_opts = _options(
+    click.option("-q", "--quiet", count=True, help="Print nothing but errors (no progress display)."),
+    click.option("-v", "--verbose", count=True, help="Print a summary line per file (sizes, ratio, bits/byte, speed)."),
+)
+_model_opts = _options(
+    click.option("--device", default="cpu", show_default=True, metavar="NAME", help="Torch device for the model: cpu, cuda, cuda:1, ..."),
+)
+_io_opts = _options(
+    click.option("-c", "--stdout", "to_stdout", is_flag=True, help="Write to standard output (inputs are kept)."),
+    click.option("-o", "--output", metavar="FILE", help="Write to FILE ('-': standard output); one input only."),
+    click.option("--rm/--keep", " /-k", "remove", default=False,
+                 help="Remove inputs once their output is complete and verified. Default: keep them."),
+    click.option("-f", "--force", is_flag=True,
+                 help="Overwrite existing outputs; write compressed data to a terminal; compress *.lmz."),
+)
+_compress_opts = _options(
+    click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]"),
+    click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 2048]"),
+    click.option("--overlap", type=click.IntRange(min=0), metavar="N",
+                 help="Tokens re-read as context at each new window. [default: 512]"),
+    click.option("--segment-size", type=_Size(), help="Bytes per independently decodable segment (0: auto). [default: 0]"),
+    click.option("--top-k", type=click.IntRange(0, 0xFFFF), metavar="N", help="Coder's first-stage candidates. [default: 64]"),
+)
+_batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+                          help="Segments decoded together (memory vs speed).")
+
+
+# --------------------------------------------------------------------------- models and streams
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"invalid device {device!r} (examples: cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: CUDA is not available here")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"device {device!r}: MPS is not available here")
+
+
+class _Coders:
+    """The Compressor/Decompressor of one command: created on first use, once per process."""
+
+    def __init__(self, model: str | None, device: str, batch: int = 16, params: dict | None = None):
+        self.model, self.device, self.batch, self.params = model, device, batch, params or {}
+        self._compressor = self._decompressor = None
+
+    def compressor(self):
+        if self._compressor is None:
+            try:
+                _check_device(self.device)
+                from .api import Compressor
+
+                self._compressor = Compressor(self.model, device=self.device, **self.params)
+            except _EXPECTED as exc:
+                raise _Fatal(exc) from exc
+        return self._compressor
+
+    def decompressor(self):
+        if self._decompressor is None:
+            try:
+                _check_device(self.device)
+                from .api import Decompressor
+
+                model = self.model
+                if model is None and self._compressor is not None:
+                    model = self._compressor.model
+                self._decompressor = Decompressor(model, device=self.device, batch=self.batch)
+            except _EXPECTED as exc:
+                raise _Fatal(exc) from exc
+        return self._decompressor
+
+
+def _stdin() -> Any:
+    return getattr(sys.stdin, "buffer", sys.stdin)
+
+
+def _stdout() -> Any:
+    return getattr(sys.stdout, "buffer", sys.stdout)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _read_input(name: str, *, compressed: bool, force: bool = False) -> tuple[bytes, os.stat_result | None]:
+    """The whole input and its stat (None for stdin). A compressed input is checked for the
+    .lmz magic and header before it is read whole, so a wrong file fails at once."""
+    if name == STDIO:
+        stream = _stdin()
+        if compressed and not force and _isatty(stream):
+            raise UsageError("compressed data not read from a terminal (use -f to force)")
+        return stream.read(), None
+    with open(name, "rb") as f:
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
+        if compressed and stat.S_ISREG(st.st_mode):
+            container.peek_header(f)
+            f.seek(0)
+        return f.read(), st
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+class _Output:
+    """Where one result goes: standard output, or a temporary file beside the destination
+    that ``commit()`` moves into place. Leaving the ``with`` block without ``commit()``
+    (error, KeyboardInterrupt) removes the temporary file; the destination is untouched."""
+
+    def __init__(self, dest: str | None, force: bool, like: os.stat_result | None):
+        self.dest, self.force, self.like = dest, force, like
+        self.tmp: str | None = None
+        self._file = None
+        self._data: bytes | None = None
+
+    def __enter__(self) -> "_Output":
+        if self.dest is not None:  # created before the long work: an unwritable directory fails fast
+            directory = os.path.dirname(os.path.abspath(self.dest))
+            try:
+                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.dest)}.", suffix=".tmp", dir=directory)
+            except OSError as exc:  # name the output, not the temporary file
+                raise type(exc)(exc.errno, exc.strerror, self.dest) from None
+            self._file = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            self._data = data  # stdout: written at commit, so a failure writes nothing
+            return
+        self._file.write(data)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def read_back(self) -> bytes:
+        assert self.tmp is not None
+        with open(self.tmp, "rb") as f:
+            return f.read()
+
+    def commit(self) -> None:
+        if self.dest is None:
+            out = _stdout()
+            try:
+                out.write(self._data or b"")
+                out.flush()
+            except BrokenPipeError:
+                _silence_stdout()
+                raise
+            return
+        assert self.tmp is not None
+        self._copy_metadata(self.tmp)
+        try:
+            _place(self.tmp, self.dest, self.force)
+        except OSError as exc:  # name the output, not the temporary file
+            if exc.errno is None:
+                raise
+            raise type(exc)(exc.errno, exc.strerror, self.dest) from None
+        self.tmp = None
+
+    def _copy_metadata(self, path: str) -> None:
+        """Mode bits, owner and times of the input, like gzip (best effort)."""
+        st = self.like
+        try:
+            if st is None:
+                os.chmod(path, 0o666 & ~_umask())
+                return
+            if hasattr(os, "chown"):
+                try:
+                    os.chown(path, st.st_uid, st.st_gid)
+                except OSError:
+                    pass
+            os.chmod(path, stat.S_IMODE(st.st_mode))
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None and not self._file.closed:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+            self.tmp = None
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _place(tmp: str, dest: str, force: bool) -> None:
+    """Move the finished temporary file to ``dest``; without ``force`` never replace a file
+    (a hard link fails atomically if ``dest`` appeared meanwhile)."""
+    if force:
+        os.replace(tmp, dest)
+        return
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise UsageError(f"{dest} already exists; use -f to overwrite") from None
+    except OSError:  # no hard links here (some filesystems): check, then rename
+        if os.path.lexists(dest):
+            raise UsageError(f"{dest} already exists; use -f to overwrite") from None
+        os.replace(tmp, dest)
+        return
+    os.unlink(tmp)
+
+
+def _check_dest(src: str, dest: str, force: bool) -> None:
+    """Refuse before any work: an existing output without -f, a directory, the input itself."""
+    if not os.path.lexists(dest):
+        return
+    if os.path.isdir(dest):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), dest)
+    if src != STDIO:
+        try:
+            if os.path.samefile(src, dest):
+                raise UsageError(f"input and output are the same file ({dest})")
+        except FileNotFoundError:
+            pass
+    if not force:
+        raise UsageError(f"{dest} already exists; use -f to overwrite")
+
+
+def _plan(inputs: tuple[str, ...], output: str | None, to_stdout: bool, remove: bool, force: bool,
+          compressing: bool, verbosity: int) -> tuple[list[str], bool, str | None]:
+    """Validate the I/O options; return (inputs, write to stdout?, output name)."""
+    names = list(inputs)
+    if not names:
+        if _isatty(_stdin()):
+            raise UsageError("no input files (give FILE..., or - for standard input); see lmzip --help")
+        names = [STDIO]
+    if to_stdout and output is not None:
+        raise UsageError("-c/--stdout and -o/--output are mutually exclusive")
+    if output is not None and len(names) > 1:
+        raise UsageError("-o/--output takes one input only")
+    if names.count(STDIO) > 1:
+        raise UsageError("standard input (-) named more than once")
+    stdout = to_stdout or output == STDIO or (output is None and names == [STDIO])
+    if compressing and stdout and len(names) > 1:
+        raise UsageError("compressing several inputs to standard output would concatenate .lmz files, "
+                         "which cannot be decompressed; use one input, or no -c")
+    if compressing and stdout and not force and _isatty(_stdout()):
+        raise UsageError("compressed data not written to a terminal (use -f to force, or redirect)")
+    if remove and stdout and verbosity and any(n != STDIO for n in names):
+        _say_error(None, "--rm ignored when writing to standard output")
+    if output == STDIO:
+        output = None
+    return names, stdout, output
+
+
+# --------------------------------------------------------------------------- compress / decompress
+
+
+def _ratio_text(original: int, compressed: int) -> str:
+    if not original:
+        return f"{original} -> {compressed} bytes"
+    return (f"{original} -> {compressed} bytes ({100 * compressed / original:.2f}%, "
+            f"{8 * compressed / original:.3f} bits/byte)")
+
+
+def _expand_text(compressed: int, original: int) -> str:
+    if not original:
+        return f"{compressed} -> {original} bytes"
+    return f"{compressed} -> {original} bytes ({8 * compressed / original:.3f} bits/byte)"
+
+
+def _speed_text(nbytes: int, seconds: float) -> str:
+    rate = nbytes / seconds if seconds > 0 else 0.0
+    return f"{human_duration(seconds) if seconds >= 60 else f'{seconds:.2f}s'}, {human_bytes(rate)}/s"
+
+
+def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders) -> NoReturn:
+    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, True, verbosity)
+    progress_on = None if verbosity >= 1 else False
+
+    def one(src: str) -> None:
+        shown = _display(src)
+        if stdout:
+            dest = None
+        elif output is not None:
+            dest = output
+        else:
+            if src.endswith(SUFFIX) and not force:
+                raise UsageError(f"already has the {SUFFIX} suffix -- unchanged (use -f, -o or -c to compress it anyway)")
+            dest = src + SUFFIX
+        if dest is not None:
+            _check_dest(src, dest, force)
+        data, st = _read_input(src, compressed=False)
+        with _Output(dest, force, st) as out:
+            compressor = coders.compressor()
+            t0 = time.monotonic()
+            with Progress(len(data), shown, enabled=progress_on) as progress:
+                blob = compressor.compress(data, progress=progress)
+            seconds = time.monotonic() - t0
+            out.write(blob)
+            if remove and dest is not None and src != STDIO:
+                with Progress(len(data), f"{shown} (verifying)", enabled=progress_on) as progress:
+                    back = coders.decompressor().decompress(out.read_back(), progress=progress)
+                if back != data:
+                    raise LmzipError(f"verification failed: {dest} does not decompress to the input; input kept")
+            out.commit()
+        if remove and dest is not None and src != STDIO:
+            os.unlink(src)
+        if verbosity >= 2:
+            where = "(stdout)" if dest is None else dest
+            _say_error(shown, f"{_ratio_text(len(data), len(blob))}, {_speed_text(len(data), seconds)} -> {where}")
+
+    _for_each(ctx, names, one)
+
+
+def _decode(coders: _Coders, blob: bytes, label: str, progress_on: bool | None) -> bytes:
+    header = container.peek_header(blob)
+    with Progress(header.original_size, label, enabled=progress_on) as progress:
+        return coders.decompressor().decompress(blob, progress=progress)
+
+
+def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders) -> NoReturn:
+    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, False, verbosity)
+    progress_on = None if verbosity >= 1 else False
+
+    def one(src: str) -> None:
+        shown = _display(src)
+        if stdout:
+            dest = None
+        elif output is not None:
+            dest = output
+        else:
+            base = os.path.basename(src)
+            if not base.endswith(SUFFIX) or base == SUFFIX:
+                raise UsageError(f"unknown suffix, expected {SUFFIX} -- ignored (use -o FILE or -c)")
+            dest = src[: -len(SUFFIX)]
+        if dest is not None:
+            _check_dest(src, dest, force)
+        blob, st = _read_input(src, compressed=True, force=force)
+        with _Output(dest, force, st) as out:
+            t0 = time.monotonic()
+            data = _decode(coders, blob, shown, progress_on)  # checksums inside verify it
+            seconds = time.monotonic() - t0
+            out.write(data)
+            out.commit()
+        if remove and dest is not None and src != STDIO:
+            os.unlink(src)
+        if verbosity >= 2:
+            where = "(stdout)" if dest is None else dest
+            _say_error(shown, f"{_expand_text(len(blob), len(data))}, {_speed_text(len(data), seconds)} -> {where}")
+
+    _for_each(ctx, names, one)
+
+
+def _run_test(ctx, inputs, *, verbosity, coders: _Coders, force: bool = False) -> NoReturn:
+    names = list(inputs) or [STDIO]
+    if names == [STDIO] and not force and _isatty(_stdin()):
+        raise UsageError("no input files (give FILE.lmz..., or - for standard input)")
+    progress_on = None if verbosity >= 1 else False
+
+    def one(src: str) -> None:
+        shown = _display(src)
+        blob, _ = _read_input(src, compressed=True, force=force)
+        t0 = time.monotonic()
+        data = _decode(coders, blob, shown, progress_on)
+        seconds = time.monotonic() - t0
+        if verbosity >= 2:
+            click.echo(f"{shown}: OK ({_expand_text(len(blob), len(data))}, {_speed_text(len(data), seconds)})")
+        elif verbosity >= 1:
+            click.echo(f"{shown}: OK")
+
+    _for_each(ctx, names, one)
+
+
+# --------------------------------------------------------------------------- info
+
+
+def _info_text(shown: str, header: container.Header, version: int, size: int, verbose: bool) -> list[str]:
+    segs = header.segments
+    lines = [f"{shown}:"]
+
+    def row(key: str, value: str) -> None:
+        lines.append(f"  {key:<17}{value}")
+
+    row("format", f".lmz version {version}")
+    model = header.model_id or "-"
+    if any(header.model_sha256):
+        model += f"  (sha256 {header.model_sha256.hex()[:16]}...)"
+    row("model", model)
+    row("tokenizer", header.tokenizer_id or "-")
+    row("coder", f"range coder, {header.total_bits}-bit frequencies, top-k {header.top_k}")
+    if header.context_policy == container.POLICY_SLIDING:
+        row("context", f"sliding windows of {header.window_tokens} tokens, overlap {header.overlap_tokens}")
+    else:
+        row("context", f"independent windows of {header.window_tokens} tokens")
+    row("original size", f"{header.original_size} bytes ({human_bytes(header.original_size)})")
+    row("compressed size", f"{size} bytes ({human_bytes(size)})")
+    if header.original_size:
+        row("ratio", f"{100 * size / header.original_size:.2f}%  ({header.original_size / size:.2f}:1)")
+        row("bits per byte", f"{8 * size / header.original_size:.3f}")
+    else:
+        row("ratio", "-")
+        row("bits per byte", "-")
+    counts = {m: 0 for m in _METHOD_NAMES}
+    for s in segs:
+        counts[s.method] = counts.get(s.method, 0) + 1
+    tokens = sum(s.token_count for s in segs)
+    row("segments", f"{len(segs)}: {counts[container.METHOD_LM]} LM, {counts[container.METHOD_ZSTD]} zstd, "
+                    f"{counts[container.METHOD_STORED]} stored")
+    row("tokens", str(tokens))
+    if verbose:
+        row("sha256", header.original_sha256.hex())
+        lines.append(f"  {'#':>5}  {'method':<6}  {'original':>10}  {'payload':>10}  {'tokens':>8}  {'bits/byte':>9}  crc32")
+        for i, s in enumerate(segs):
+            bpb = f"{8 * s.payload_length / s.original_length:.3f}" if s.original_length else "-"
+            lines.append(f"  {i:>5}  {_METHOD_NAMES.get(s.method, str(s.method)):<6}  {s.original_length:>10}  "
+                         f"{s.payload_length:>10}  {s.token_count:>8}  {bpb:>9}  {s.crc32:08x}")
+    return lines
+
+
+def _run_info(ctx, inputs, *, verbosity) -> NoReturn:
+    names = list(inputs) or [STDIO]
+    if STDIO in names and _isatty(_stdin()):
+        raise UsageError("compressed data not read from a terminal (give FILE.lmz...)")
+    first = [True]
+
+    def one(src: str) -> None:
+        shown = _display(src)
+        if src == STDIO:
+            raw = _stdin().read()
+            size = len(raw)
+            header = container.peek_header(raw)
+            pre = raw[: container.PREAMBLE_SIZE]
+        else:
+            with open(src, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                header = container.peek_header(f)
+                f.seek(0)
+                pre = f.read(container.PREAMBLE_SIZE)
+        version, hlen = struct.unpack_from("<HI", pre, len(container.MAGIC))
+        expected = container.PREAMBLE_SIZE + hlen + header.payload_total
+        if verbosity >= 1:
+            if not first[0]:
+                click.echo()
+            first[0] = False
+            click.echo("\n".join(_info_text(shown, header, version, size, verbosity >= 2)))
+        if size < expected:
+            raise TruncatedError(f"truncated: {size} bytes, the header announces {expected}")
+        if size > expected:
+            raise TrailingDataError(f"{size - expected} bytes of trailing data after the last payload")
+
+    _for_each(ctx, names, one)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(cls=LmzipGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="lmzip",
+                      message=f"%(prog)s %(version)s (.lmz format {container.FORMAT_VERSION})")
+@click.option("-q", "--quiet", count=True, help="Print nothing but errors.")
+@click.option("-v", "--verbose", count=True, help="Print more (a summary line per file).")
+@click.pass_context
+def main(ctx: click.Context, quiet: int, verbose: int) -> None:
+    """Lossless compression with an exact integer Transformer language model.
+
+    \b
+      lmzip FILE...             compress each FILE into FILE.lmz (= lmzip compress)
+      lmzip -d FILE.lmz...      restore FILE (= lmzip decompress)
+      lmzip info FILE.lmz...    describe .lmz files (no model needed)
+      lmzip test FILE.lmz...    decode and verify, write nothing
+      lmzip models list         models of the registry, installed or not
+
+    Inputs are kept unless --rm; existing files are overwritten only with -f; '-' is
+    standard input/output. Run 'lmzip COMMAND --help' for a command's options.
+    """
+    ctx.ensure_object(dict)["verbosity"] = verbose - quiet
+
+
+@main.command(epilog="With -d/-t/-l this is decompress/test/info (their options apply: --batch).")
+@click.argument("files", nargs=-1, metavar="[FILE]...")
+@click.option("-d", "--decompress", is_flag=True, help="Decompress instead (like lmzip decompress).")
+@click.option("-t", "--test", "test_", is_flag=True, help="Test instead (like lmzip test).")
+@click.option("-l", "--list", "list_", is_flag=True, help="Describe .lmz files instead (like lmzip info).")
+@_io_opts
+@_verbose_opts
+@_compress_opts
+@_model_opts
+@_batch_opt
+@click.pass_context
+def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, quiet, verbose, model,
+             window, overlap, segment_size, top_k, device, batch):
+    """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
+    verbosity = _verbosity(ctx, verbose, quiet)
+    params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k).items()
+              if v is not None}
+    modes = [flag for flag, on in (("-d", decompress), ("-t", test_), ("-l", list_)) if on]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} are mutually exclusive")
+    if modes and params:
+        opts = ", ".join("--" + k.replace("_", "-") for k in params)
+        raise UsageError(f"{opts} only apply to compression, not with {modes[0]}")
+    if list_:
+        _run_info(ctx, files, verbosity=verbosity)
+    coders = _Coders(model, device, batch, params)
+    if test_:
+        _run_test(ctx, files, verbosity=verbosity, coders=coders, force=force)
+    run = _run_decompress if decompress else _run_compress
+    run(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force, verbosity=verbosity, coders=coders)
+
+
+@main.command()
+@click.argument("files", nargs=-1, metavar="[FILE.lmz]...")
+@_io_opts
+@_verbose_opts
+@click.option("--model", metavar="ID|DIR", help="Model to decode with. [default: the one named in each file]")
+@_model_opts
+@_batch_opt
+@click.pass_context
+def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch):
+    """Restore FILE from each FILE.lmz ('-' or none: standard input to standard output)."""
+    verbosity = _verbosity(ctx, verbose, quiet)
+    _run_decompress(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force,
+                    verbosity=verbosity, coders=_Coders(model, device, batch))
+
+
+@main.command()
+@click.argument("files", nargs=-1, metavar="[FILE.lmz]...")
+@_verbose_opts
+@click.option("--model", metavar="ID|DIR", help="Model to decode with. [default: the one named in each file]")
+@_model_opts
+@_batch_opt
+@click.pass_context
+def test(ctx, files, quiet, verbose, model, device, batch):
+    """Decode each FILE.lmz and verify its checksums; write nothing, print OK per file."""
+    _run_test(ctx, files, verbosity=_verbosity(ctx, verbose, quiet), coders=_Coders(model, device, batch))
+
+
+@main.command()
+@click.argument("files", nargs=-1, metavar="[FILE.lmz]...")
+@_verbose_opts
+@click.pass_context
+def info(ctx, files, quiet, verbose):
+    """Describe .lmz files from their headers (fast, no model needed); -v lists every segment."""
+    _run_info(ctx, files, verbosity=_verbosity(ctx, verbose, quiet))
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx):
+    """The model zoo (installed under $LMZIP_HOME). Without a command: list."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command("list")
+@_verbose_opts
+@click.pass_context
+def models_list(ctx, quiet=0, verbose=0):
+    """Registry models: id, installed?, size, sha256 prefix, description (-v: paths)."""
+    from . import zoo
+
+    verbosity = _verbosity(ctx, verbose, quiet)
+    try:
+        rows = zoo.list_models()
+    except _EXPECTED as exc:
+        ctx.exit(_report(exc, None))
+    table = [("ID", "INSTALLED", "SIZE", "SHA256", "DESCRIPTION")]
+    for r in rows:
+        table.append((r["id"], "yes" if r["installed"] else "no", human_bytes(r["size"]) if r["size"] is not None else "-",
+                      (r["sha256"] or "")[:12] or "-", r["description"]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4])
+    if verbosity >= 2:
+        click.echo(f"\nmodels directory: {zoo.home() / 'models'}")
+        for r in rows:
+            if r["path"]:
+                click.echo(f"{r['id']}: {r['path']}")
+    default = zoo.default_model_id()
+    if verbosity >= 1:
+        click.echo(f"\ndefault model: {default}")
+
+
+@models.command("pull")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--force", is_flag=True, help="Download and convert again even if installed.")
+@_verbose_opts
+@click.pass_context
+def models_pull(ctx, ids, force, quiet, verbose):
+    """Install registry models (download, convert, verify); already installed ones are kept."""
+    from . import zoo
+
+    verbosity = _verbosity(ctx, verbose, quiet)
+
+    def say(msg: str) -> None:
+        if verbosity >= 1:
+            _say_error(None, msg)
+
+    def one(model_id: str) -> None:
+        zoo.entry(model_id)  # UnknownModelError before anything else
+        was = zoo.is_installed(model_id)
+        path = zoo.pull(model_id, force=force, say=say)
+        if was and not force:
+            say(f"{model_id} is already installed in {path} (--force reinstalls)")
+
+    _for_each(ctx, list(ids), one)
+
+
+__all__ = ["main", "EXIT_CODES"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
