@@ -718,6 +718,8 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
       lmzip info FILE.lmz...    describe .lmz files (no model needed)
       lmzip test FILE.lmz...    decode and verify, write nothing
       lmzip models list         models of the registry, installed or not
+      lmzip bench PATH|CORPUS   lmzip beside gzip, bzip2, xz, zstd, brotli, PPMd
+      lmzip explain FILE        where the bits go, token by token (--html for a page)
 
     Inputs are kept unless --rm; existing files are overwritten only with -f; '-' is
     standard input/output. Run 'lmzip COMMAND --help' for a command's options.
@@ -854,6 +856,17 @@ def models_pull(ctx, ids, force, quiet, verbose):
 
     _for_each(ctx, list(ids), one)
 
+
+def _register_tools() -> None:
+    # Commands that live in modules of their own (they import nothing heavy at load time).
+    from .bench import bench_command
+    from .explain import explain_command
+
+    main.add_command(bench_command, "bench")
+    main.add_command(explain_command, "explain")
+
+
+_register_tools()
 
 __all__ = ["main", "EXIT_CODES"]
 

@@ -44,7 +44,7 @@ NUMERICS_VERSION = 1
 ACT_MAX = 32639  # int16 activations, = 127 * 256 + 127 so both int8 halves fit (see _Linear)
 RES_BITS = 16  # residual stream fixed point: value * 2**16, kept integral
 QK_BITS = 12  # query/key fixed point
-V_BITS = 12  # value fixed point
+V_BITS = QK_BITS  # value fixed point (shared: q, k, v are fixed in one operation)
 QK_LIMIT = float(2**20)  # clamp for q, k, v integers (see bounds above)
 ROPE_BITS = 16  # cos/sin table resolution
 EXP_STEP_BITS = 10  # exp tables are indexed on a 1/1024 grid of the exponent
@@ -149,8 +149,9 @@ class _Linear:
 
 def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token symmetric int16 quantisation: x ~= q * s with |q| <= ACT_MAX (q integral float64)."""
-    m = x.abs().amax(-1, keepdim=True)
-    s = torch.where(m > 0, m / ACT_MAX, torch.ones_like(m))
+    # An all-zero row gets q = 0 whatever s is (and then contributes exact zeros downstream);
+    # the floor only keeps the division defined.
+    s = x.abs().amax(-1, keepdim=True).clamp_min_(1e-300).div_(ACT_MAX)
     q = torch.div(x, s).round_().clamp_(-ACT_MAX, ACT_MAX)
     return q, s
 
@@ -310,10 +311,10 @@ class ExactModel:
         rep = H // Hk
         xq, s = _quantize(h)
         qkv = layer["wqkv"](xq, self._norm_factor(xq, s))
-        q = _fix(qkv[..., : H * hd], QK_BITS, QK_LIMIT).view(B, n, H, hd).transpose(1, 2)
-        k = _fix(qkv[..., H * hd : (H + Hk) * hd], QK_BITS, QK_LIMIT).view(B, n, Hk, hd).transpose(1, 2)
-        v = _fix(qkv[..., (H + Hk) * hd :], V_BITS, QK_LIMIT).view(B, n, Hk, hd)
-        q, k = self._rope(q, pos), self._rope(k, pos)
+        qkv = _fix(qkv, QK_BITS, QK_LIMIT)  # one fixed point for q, k and v (V_BITS == QK_BITS)
+        qk = self._rope(qkv[..., : (H + Hk) * hd].reshape(B, n, H + Hk, hd).transpose(1, 2), pos)
+        q, k = qk[:, :H], qk[:, H:]
+        v = qkv[..., (H + Hk) * hd :].reshape(B, n, Hk, hd)
         # Store the new keys/values at each stream's own positions.
         b_idx = torch.arange(B, device=h.device)[:, None].expand(B, n)
         cache.k[li][b_idx, :, pos] = k.transpose(1, 2)
