@@ -36,6 +36,7 @@ import click
 from . import corpora
 from .errors import LmzipError, UsageError
 from .progress import Progress
+from .resources import check_device
 
 MB = 1_000_000  # throughput unit: 10^6 bytes per second
 
@@ -267,24 +268,13 @@ def collect_inputs(args: Iterable[str], corpus_dir: str | None = None, text_only
 # --------------------------------------------------------------------------- measuring
 
 
-@dataclass
-class Row:
-    """One (file, compressor) measurement. ``error`` set: it did not round-trip (no figures)."""
+class _Figures:
+    """Derived figures shared by a single measurement and a per-compressor total."""
 
-    file: str
-    codec: str
     original: int
-    compressed: int | None = None
-    compress_seconds: float | None = None
-    decompress_seconds: float | None = None
-    error: str | None = None
-    path: str = ""
-    corpus: str | None = None
-    kind: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+    compressed: int | None
+    compress_seconds: float | None
+    decompress_seconds: float | None
 
     @property
     def bits_per_byte(self) -> float | None:
@@ -301,6 +291,26 @@ class Row:
     @property
     def decompress_mb_s(self) -> float | None:
         return _rate(self.original, self.decompress_seconds) if self.ok else None
+
+
+@dataclass
+class Row(_Figures):
+    """One (file, compressor) measurement. ``error`` set: it did not round-trip (no figures)."""
+
+    file: str
+    codec: str
+    original: int
+    compressed: int | None = None
+    compress_seconds: float | None = None
+    decompress_seconds: float | None = None
+    error: str | None = None
+    path: str = ""
+    corpus: str | None = None
+    kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def as_json(self) -> dict:
         ok = self.ok
@@ -433,7 +443,7 @@ def run_file(inp: Input, codecs: list[Any], *, index: int = 1, count: int = 1, s
 
 
 @dataclass
-class Total:
+class Total(_Figures):
     """A compressor over all files: total bits / total bytes, total bytes / total seconds."""
 
     codec: str
@@ -447,22 +457,6 @@ class Total:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-    @property
-    def bits_per_byte(self) -> float | None:
-        return 8 * self.compressed / self.original if self.ok and self.original else None
-
-    @property
-    def ratio(self) -> float | None:
-        return self.original / self.compressed if self.ok and self.compressed else None
-
-    @property
-    def compress_mb_s(self) -> float | None:
-        return _rate(self.original, self.compress_seconds) if self.ok else None
-
-    @property
-    def decompress_mb_s(self) -> float | None:
-        return _rate(self.original, self.decompress_seconds) if self.ok else None
 
     def as_json(self) -> dict:
         ok = self.ok
@@ -689,17 +683,6 @@ def _check_output_dir(path: str) -> None:
         raise FileNotFoundError(2, "No such file or directory", directory)
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise UsageError(f"invalid device {device!r} (examples: cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r}: CUDA is not available here")
-
-
 def _say(msg: str) -> None:
     click.echo(f"lmzip: bench: {msg}", err=True)
 
@@ -818,7 +801,7 @@ def _bench(*, paths, models, codec_names, window, overlap, device, corpus_dir, t
 
     codecs: list[Any] = []
     if LMZIP in names:
-        _check_device(device)
+        check_device(device)
         taken: set[str] = set()
         for spec in models or (None,):
             codec = LmzipCodec(spec, window=window, overlap=overlap, device=device)

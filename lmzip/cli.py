@@ -32,6 +32,7 @@ import click
 from . import container
 from .errors import LmzipError, TrailingDataError, TruncatedError, UsageError
 from .progress import Progress, human_bytes, human_duration
+from .resources import check_device
 
 try:
     from . import __version__
@@ -259,19 +260,6 @@ _batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, sho
 # --------------------------------------------------------------------------- models and streams
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise UsageError(f"invalid device {device!r} (examples: cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r}: CUDA is not available here")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UsageError(f"device {device!r}: MPS is not available here")
-
-
 class _Coders:
     """The Compressor/Decompressor of one command: created on first use, once per process."""
 
@@ -282,7 +270,7 @@ class _Coders:
     def compressor(self):
         if self._compressor is None:
             try:
-                _check_device(self.device)
+                check_device(self.device)
                 from .api import Compressor
 
                 self._compressor = Compressor(self.model, device=self.device, **self.params)
@@ -293,7 +281,7 @@ class _Coders:
     def decompressor(self):
         if self._decompressor is None:
             try:
-                _check_device(self.device)
+                check_device(self.device)
                 from .api import Decompressor
 
                 model = self.model

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import LmzipError
+from .resources import shipped_dir
 
 ENV_VAR = "LMZIP_CORPORA"
 KINDS = ("text", "binary")
@@ -55,20 +56,10 @@ class CorpusFile:
         return f"{self.corpus}/{self.name}"
 
 
-def _corpora_resource() -> Path:
-    """The shipped ``corpora/`` directory (installed as the package ``lmzip._corpora``)."""
-    try:
-        from importlib.resources import files
-
-        return Path(str(files("lmzip._corpora")))
-    except ModuleNotFoundError:  # running from a source tree without installing
-        return Path(__file__).resolve().parent.parent / "corpora"
-
-
 @lru_cache(maxsize=1)
 def manifest() -> dict:
     """The manifest as parsed JSON (``format``, ``corpora``: per-corpus facts, ``files``: rows)."""
-    path = _corpora_resource() / "manifest.json"
+    path = shipped_dir("lmzip._corpora", "corpora") / "manifest.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

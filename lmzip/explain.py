@@ -921,6 +921,7 @@ def explain_command(ctx, file, model, device, window, overlap, html_out, top, co
     expensive tokens with the model's top guesses. With --html, the same as one HTML page.
     """
     from . import cli
+    from .resources import check_device
     from .progress import Progress
 
     level = (ctx.obj or {}).get("verbosity", 0) + verbose - quiet  # 0 normal, -1 summary only, -2 nothing
@@ -932,7 +933,7 @@ def explain_command(ctx, file, model, device, window, overlap, html_out, top, co
         if to_file:
             cli._check_dest(src, html_out, True)  # not a directory, not the input itself
         data, _ = cli._read_input(src, compressed=False)
-        cli._check_device(device)
+        check_device(device)
         from .api import Compressor
 
         compressor = Compressor(model, device=device, window=window, overlap=overlap, fallback=False)

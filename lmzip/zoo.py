@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError, UnknownModelError
+from .resources import shipped_dir
 
 WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
@@ -56,19 +57,9 @@ class LoadedModel:
     extra: dict = field(default_factory=dict)
 
 
-def _models_resource() -> Path:
-    """The shipped ``models/`` directory (installed as the package ``lmzip._models``)."""
-    try:
-        from importlib.resources import files
-
-        return Path(str(files("lmzip._models")))
-    except ModuleNotFoundError:  # running from a source tree without installing
-        return Path(__file__).resolve().parent.parent / "models"
-
-
 @lru_cache(maxsize=1)
 def _registry() -> dict:
-    return json.loads((_models_resource() / "registry.json").read_text())
+    return json.loads((shipped_dir("lmzip._models", "models") / "registry.json").read_text())
 
 
 def registry() -> list[ModelEntry]:
@@ -153,7 +144,7 @@ def pull(model_id: str, force: bool = False, say: Callable[[str], None] = _say) 
     e = entry(model_id)
     src = e.source
     if src.get("kind") == "shipped":
-        return _models_resource() / src["path"]
+        return shipped_dir("lmzip._models", "models") / src["path"]
     target = install_dir(model_id)
     if (target / WEIGHTS).is_file() and not force:
         return target
