@@ -92,24 +92,38 @@ def split_segments(data: bytes | memoryview, target: int) -> list[tuple[int, int
 # -- encoding ----------------------------------------------------------------------------
 
 
+def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams) -> Iterator[tuple[int, int, torch.Tensor, tuple[int, int] | None]]:
+    """The frequency rows compression codes for one segment's token ids, in coding order.
+
+    Yields (a, b, freqs, window): ``freqs`` [b - a, V] predict ids[a:b]; on a window's last
+    slice ``window`` is its (first coded, end) token range, else None. The head runs in
+    slices of 256 rows ([256, V] tables, not [window, V]). Encoder, cost and explanation all
+    read the model through here, so they cannot disagree about what is coded.
+    """
+    model, n = lm.model, len(ids)
+    s = torch.from_numpy(np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64)) if n else None
+    for start, ctx, length in windows(n, p.window, p.overlap):
+        h = model.hidden(model.new_cache(1, length), s[None, start : start + length])
+        for r0 in range(ctx, length, 256):
+            r1 = min(length, r0 + 256)
+            last = (start + ctx, start + length) if r1 == length else None
+            yield start + r0, start + r1, model.head_frequencies(h[0, r0:r1]), last
+
+
 def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float,
                     progress: Progress | None = None) -> tuple[bytes, int] | None:
     """LM-code one segment; None as soon as it is clearly losing to ``give_up_bits`` (the fallback's size)."""
-    model, tok = lm.model, lm.tokenizer
-    ids = tok.encode(data)
+    ids = lm.tokenizer.encode(data)
     n = len(ids)
-    s = torch.from_numpy(np.concatenate([[tok.bos_id], ids[:-1]]).astype(np.int64)) if n else torch.zeros(0, dtype=torch.int64)
     targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     enc = TokenEncoder(total_bits=p.total_bits, top_k=p.top_k)
-    for start, ctx, length in windows(n, p.window, p.overlap):
-        cache = model.new_cache(1, length)
-        h = model.hidden(cache, s[None, start : start + length])
-        for r0 in range(ctx, length, 256):  # head in slices: [256, V] tables, not [window, V]
-            r1 = min(length, r0 + 256)
-            enc.encode_many(targets[start + r0 : start + r1], model.head_frequencies(h[0, r0:r1]))
-        done = start + length
+    for a, b, freqs, window in coded_rows(lm, ids, p):
+        enc.encode_many(targets[a:b], freqs)
+        if window is None:
+            continue
+        first, done = window
         if progress:  # bytes in proportion to tokens; compress() reports the exact remainder
-            progress(len(data) * done // n - len(data) * (start + ctx) // n)
+            progress(len(data) * done // n - len(data) * first // n)
         # Early exit for data the model cannot predict (binary, random): extrapolate the cost.
         if enc.num_bytes() * 8 * n / done > give_up_bits * 1.25 + 1024:
             return None
@@ -290,18 +304,10 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
     from .coder import ideal_bits
 
     p = p or CodecParams()
-    model, tok = lm.model, lm.tokenizer
-    ids = tok.encode(data)
-    n = len(ids)
-    s = torch.from_numpy(np.concatenate([[tok.bos_id], ids[:-1]]).astype(np.int64))
+    ids = lm.tokenizer.encode(data)
     targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    bits = 0.0
-    for start, ctx, length in windows(n, p.window, p.overlap):
-        h = model.hidden(model.new_cache(1, length), s[None, start : start + length])
-        for r0 in range(ctx, length, 256):
-            r1 = min(length, r0 + 256)
-            bits += ideal_bits(targets[start + r0 : start + r1], model.head_frequencies(h[0, r0:r1]), p.total_bits)
-    return bits, n
+    bits = sum(ideal_bits(targets[a:b], freqs, p.total_bits) for a, b, freqs, _ in coded_rows(lm, ids, p))
+    return float(bits), len(ids)
 
 
-__all__ = ["CodecParams", "compress", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "FormatError"]
+__all__ = ["CodecParams", "compress", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "FormatError"]

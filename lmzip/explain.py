@@ -100,7 +100,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     import torch
 
     from . import container as C
-    from .codec import CodecParams, split_segments, windows
+    from .codec import CodecParams, coded_rows, split_segments, windows
     from .coder import TokenEncoder, ideal_bits, select_top_k
 
     t0 = time.monotonic()
@@ -110,10 +110,9 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     model, tok = lm.model, lm.tokenizer
     V = int(model.vocab_size)
     k = max(0, min(guesses, V - 1))
-    # -- the same loop as codec.lm_cost_bits / _encode_segment -----------------------------
+    # -- the rows compression codes (codec.coded_rows), summed and coded as it does -------------
     ids = tok.encode(data)
     n = len(ids)
-    s = torch.from_numpy(np.concatenate([[tok.bos_id], ids[:-1]]).astype(np.int64))
     targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     freq = np.zeros(n, dtype=np.int64)
     bits = np.zeros(n, dtype=np.float64)
@@ -124,26 +123,21 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     total = 0.0
     sched = list(windows(n, p.window, p.overlap))
     vocab_ids = np.arange(V, dtype=np.int64)
-    for start, ctx, length in sched:
-        h = model.hidden(model.new_cache(1, length), s[None, start : start + length])
-        for r0 in range(ctx, length, 256):
-            r1 = min(length, r0 + 256)
-            f = model.head_frequencies(h[0, r0:r1])
-            tg = targets[start + r0 : start + r1]
-            total += ideal_bits(tg, f, p.total_bits)  # exactly lm_cost_bits' sum
-            enc.encode_many(tg, f)  # exactly _encode_segment's calls: the real payload
-            rows = f.cpu().numpy()
-            a, b = start + r0, start + r1
-            t = ids[a:b]
-            fa = rows[np.arange(b - a), t].astype(np.int64)
-            freq[a:b] = fa
-            bits[a:b] = p.total_bits - np.log2(fa.astype(np.float64))
-            rank[a:b] = 1 + (rows > fa[:, None]).sum(1) + ((rows == fa[:, None]) & (vocab_ids[None, :] < t[:, None])).sum(1)
-            if k:
-                gi, gf = select_top_k(rows, k)
-                g_ids[a:b], g_freq[a:b] = gi, gf
-        if progress:
-            progress(len(data) * (start + length) // n - len(data) * (start + ctx) // n)
+    for a, b, f, window in coded_rows(lm, ids, p):
+        tg = targets[a:b]
+        total += ideal_bits(tg, f, p.total_bits)  # exactly lm_cost_bits' sum
+        enc.encode_many(tg, f)  # exactly _encode_segment's calls: the real payload
+        rows = f.cpu().numpy()
+        t = ids[a:b]
+        fa = rows[np.arange(b - a), t].astype(np.int64)
+        freq[a:b] = fa
+        bits[a:b] = p.total_bits - np.log2(fa.astype(np.float64))
+        rank[a:b] = 1 + (rows > fa[:, None]).sum(1) + ((rows == fa[:, None]) & (vocab_ids[None, :] < t[:, None])).sum(1)
+        if k:
+            gi, gf = select_top_k(rows, k)
+            g_ids[a:b], g_freq[a:b] = gi, gf
+        if progress and window is not None:
+            progress(len(data) * window[1] // n - len(data) * window[0] // n)
     payload = enc.finish()
     # -- what a real compression of this one segment writes ---------------------------------
     header = C.Header(
