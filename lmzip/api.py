@@ -17,6 +17,7 @@ import os
 from typing import BinaryIO
 
 from . import codec, container, zoo
+from .adapt import AdaptParams
 from .codec import CodecParams, Progress
 from .errors import FormatError, ModelError, UsageError
 
@@ -38,17 +39,23 @@ class Compressor:
     ``segment_size``: target bytes per independently decodable segment (0: automatic).
     ``fallback``: let segments fall back to zstd/stored bytes when that is smaller (default);
     False forces the model everywhere (for measurements).
+    ``adapt``: learn the file while coding it (True: default parameters; an ``AdaptParams``;
+    False: the model alone). ``transforms``: code CRLF line ends as LF where reversible.
     """
 
     def __init__(self, model: ModelSpec = None, *, device: str = "cpu", window: int | None = None,
                  overlap: int | None = None, segment_size: int = CodecParams.segment_bytes,
-                 top_k: int = CodecParams.top_k, fallback: bool = True) -> None:
+                 top_k: int = CodecParams.top_k, fallback: bool = True, adapt: bool | AdaptParams = True,
+                 transforms: bool = True) -> None:
         self.model = _load(model, device)
         if window is None:  # the default window, or the model's whole context if that is shorter
             window = min(CodecParams.window, self.model.model.cfg.max_context)
         if overlap is None:
             overlap = min(CodecParams.overlap, window // 4)
-        self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, top_k=top_k, fallback=fallback)
+        if adapt is True:
+            adapt = AdaptParams()
+        self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, top_k=top_k,
+                                  fallback=fallback, adapt=adapt or None, transforms=transforms)
         try:
             self.params.validate(self.model.model.cfg.max_context)
         except ValueError as exc:
@@ -84,7 +91,8 @@ class Decompressor:
 
 
 def compress(data: bytes | bytearray | memoryview, model: ModelSpec = None, **options) -> bytes:
-    """Compress ``data`` into a .lmz blob (options: device, window, overlap, segment_size, top_k, fallback)."""
+    """Compress ``data`` into a .lmz blob (options: device, window, overlap, segment_size, top_k, fallback,
+    adapt, transforms)."""
     return Compressor(model, **options).compress(data)
 
 

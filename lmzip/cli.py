@@ -252,6 +252,10 @@ _compress_opts = _options(
                  help="Tokens re-read as context at each new window. [default: 512]"),
     click.option("--segment-size", type=_Size(), help="Bytes per independently decodable segment (0: auto). [default: 0]"),
     click.option("--top-k", type=click.IntRange(0, 0xFFFF), metavar="N", help="Coder's first-stage candidates. [default: 64]"),
+    click.option("--adapt/--no-adapt", default=None,
+                 help="Learn the file while coding it (bias, n-gram and match models). [default: adapt]"),
+    click.option("--transforms/--no-transforms", default=None,
+                 help="Code CRLF line ends as LF where that is reversible. [default: transforms]"),
 )
 _batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
                           help="Segments decoded together (memory vs speed).")
@@ -611,6 +615,19 @@ def _run_test(ctx, inputs, *, verbosity, coders: _Coders, force: bool = False) -
 # --------------------------------------------------------------------------- info
 
 
+def _adaptation_text(raw: bytes) -> str:
+    if not raw:
+        return "off (the model alone)"
+    from .adapt import AdaptParams
+
+    try:
+        a = AdaptParams.from_bytes(raw)
+    except ValueError:
+        return f"unknown parameters ({raw.hex()})"
+    return (f"{a.describe()} (bias lr {a.bias_lr}, bigram lr {a.bigram_lr}, temperature lr {a.temp_lr}, "
+            f"n-gram order {a.ngram_order}, match {'on' if a.match else 'off'}, mixer lr {a.mix_lr})")
+
+
 def _info_text(shown: str, header: container.Header, version: int, size: int, verbose: bool) -> list[str]:
     segs = header.segments
     lines = [f"{shown}:"]
@@ -629,6 +646,10 @@ def _info_text(shown: str, header: container.Header, version: int, size: int, ve
         row("context", f"sliding windows of {header.window_tokens} tokens, overlap {header.overlap_tokens}")
     else:
         row("context", f"independent windows of {header.window_tokens} tokens")
+    row("adaptation", _adaptation_text(header.predictor))
+    crlf = sum(1 for s in segs if s.transforms & container.TRANSFORM_CRLF)
+    if crlf:
+        row("transforms", f"CRLF -> LF in {crlf} segment{'s' if crlf != 1 else ''}")
     row("original size", f"{header.original_size} bytes ({human_bytes(header.original_size)})")
     row("compressed size", f"{size} bytes ({human_bytes(size)})")
     if header.original_size:
@@ -727,10 +748,11 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
 @_batch_opt
 @click.pass_context
 def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, quiet, verbose, model,
-             window, overlap, segment_size, top_k, device, batch):
+             window, overlap, segment_size, top_k, adapt, transforms, device, batch):
     """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
-    params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k).items()
+    params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k,
+                                    adapt=adapt, transforms=transforms).items()
               if v is not None}
     modes = [flag for flag, on in (("-d", decompress), ("-t", test_), ("-l", list_)) if on]
     if len(modes) > 1:

@@ -60,6 +60,8 @@ __all__ = [
     "POLICY_SLIDING",
     "TRANSFORM_CRLF",
     "SUPPORTED_TRANSFORMS",
+    "READ_VERSIONS",
+    "MAX_PREDICTOR_LENGTH",
     "MAX_TOTAL_BITS",
     "ZSTD_LEVEL",
     "ZSTD_MAX_WINDOW_SIZE",
@@ -91,8 +93,11 @@ __all__ = [
 #: CR LF catches both LF->CRLF and CRLF->LF text-mode conversions.
 MAGIC = b"\x89LMZ\r\n"
 
-#: The only container version this module reads and writes.
-FORMAT_VERSION = 1
+#: Newest container version (written when a file uses a version-2 feature: the adaptive
+#: predictor or a transform). Files without them are written as version 1, which
+#: every lmzip reads.
+FORMAT_VERSION = 2
+READ_VERSIONS = frozenset({1, 2})
 
 #: Largest accepted header (bytes); larger values are rejected before anything is read.
 MAX_HEADER_LENGTH = 1 << 20
@@ -106,10 +111,12 @@ POLICY_INDEPENDENT = 0
 POLICY_SLIDING = 1
 POLICIES = frozenset({POLICY_INDEPENDENT, POLICY_SLIDING})
 
-#: Transform bit 0: CRLF -> LF before coding.  Reserved: not implemented in version 1.
+#: Transform bit 0: CRLF -> LF before coding (the segment has no LF without a CR before it).
 TRANSFORM_CRLF = 0x01
-#: Transform bits a version-1 reader accepts.  Any other set bit is a FormatError.
-SUPPORTED_TRANSFORMS = 0x00
+#: Transform bits each version accepts.  Any other set bit is a FormatError.
+SUPPORTED_TRANSFORMS = {1: 0x00, 2: TRANSFORM_CRLF}
+#: Longest predictor parameter block.
+MAX_PREDICTOR_LENGTH = 255
 
 #: Upper bound on ``Header.total_bits`` (the coder works with 32-bit words).
 MAX_TOTAL_BITS = 32
@@ -204,7 +211,14 @@ class Header:
     context_policy: int = POLICY_INDEPENDENT
     """``POLICY_INDEPENDENT`` (0) or ``POLICY_SLIDING`` (1) (u8)."""
     flags: int = 0
-    """Reserved bit field (u32); must be zero in version 1."""
+    """Reserved bit field (u32); must be zero."""
+    predictor: bytes = b""
+    """Adaptive predictor parameters (version 2; ``adapt.AdaptParams.to_bytes``); empty: the model alone."""
+
+    @property
+    def version(self) -> int:
+        """The container version this header needs: 2 only for version-2 features."""
+        return 2 if self.predictor or any(s.transforms for s in self.segments) else 1
 
     @property
     def payload_total(self) -> int:
@@ -224,7 +238,7 @@ class Header:
 # --------------------------------------------------------------------------- validation
 
 
-def _validate_semantics(h: Header) -> None:
+def _validate_semantics(h: Header, version: int) -> None:
     """Cross-field rules shared by reader and writer.  Raises FormatError."""
     if h.flags != 0:
         raise FormatError(f"reserved header flags are nonzero (0x{h.flags:08x})")
@@ -243,8 +257,10 @@ def _validate_semantics(h: Header) -> None:
     for i, s in enumerate(h.segments):
         if s.method not in METHODS:
             raise FormatError(f"segment {i}: unknown method {s.method}")
-        if s.transforms & ~SUPPORTED_TRANSFORMS:
+        if s.transforms & ~SUPPORTED_TRANSFORMS[version]:
             raise FormatError(f"segment {i}: unsupported transform bits 0x{s.transforms:02x}")
+        if s.transforms and s.method != METHOD_LM:
+            raise FormatError(f"segment {i}: transforms on a segment not coded by the model")
         if s.method == METHOD_LM:
             has_lm = True
         elif s.token_count != 0:
@@ -309,6 +325,9 @@ def encode_header(header: Header) -> bytes:
         _check_uint(name, getattr(header, name), _U8_MAX)
     _check_sha("original_sha256", header.original_sha256)
     _check_sha("model_sha256", header.model_sha256)
+    if not isinstance(header.predictor, (bytes, bytearray)) or len(header.predictor) > MAX_PREDICTOR_LENGTH:
+        raise ValueError(f"predictor must be at most {MAX_PREDICTOR_LENGTH} bytes")
+    version = header.version
     model_id = _encode_str("model_id", header.model_id)
     tokenizer_id = _encode_str("tokenizer_id", header.tokenizer_id)
     segments = list(header.segments)
@@ -322,10 +341,11 @@ def encode_header(header: Header) -> bytes:
         _check_uint(f"segment {i} token_count", s.token_count, _U64_MAX)
         _check_uint(f"segment {i} crc32", s.crc32, _U32_MAX)
     try:
-        _validate_semantics(header)
+        _validate_semantics(header, version)
     except FormatError as e:
         raise ValueError(f"inconsistent header: {e}") from None
-    size = HEADER_MIN_SIZE + len(model_id) + len(tokenizer_id) + SEGMENT_ENTRY_SIZE * len(segments)
+    extra = 1 + len(header.predictor) if version >= 2 else 0
+    size = HEADER_MIN_SIZE + extra + len(model_id) + len(tokenizer_id) + SEGMENT_ENTRY_SIZE * len(segments)
     if size > MAX_HEADER_LENGTH:
         raise ValueError(f"header would be {size} bytes; at most {MAX_HEADER_LENGTH} allowed")
     parts = [
@@ -346,6 +366,8 @@ def encode_header(header: Header) -> bytes:
         _U16.pack(len(tokenizer_id)),
         tokenizer_id,
     ]
+    if version >= 2:
+        parts += [bytes([len(header.predictor)]), bytes(header.predictor)]
     parts.extend(
         _SEGMENT.pack(
             s.method, s.transforms, s.original_length, s.payload_length, s.token_count, s.crc32
@@ -359,7 +381,7 @@ def encode_header(header: Header) -> bytes:
 
 def _preamble_and_header(header: Header) -> bytes:
     body = encode_header(header)
-    return _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(body), crc32(body)) + body
+    return _PREAMBLE.pack(MAGIC, header.version, len(body), crc32(body)) + body
 
 
 def write_container_to(fileobj: BinaryIO, header: Header, payloads: Iterable[Buffer]) -> int:
@@ -401,8 +423,8 @@ def write_container(header: Header, payloads: Iterable[Buffer]) -> bytes:
 # --------------------------------------------------------------------------- reading
 
 
-def _parse_preamble(pre: memoryview) -> tuple[int, int]:
-    """Check magic/version/length of the (possibly short) preamble; return (hlen, hcrc)."""
+def _parse_preamble(pre: memoryview) -> tuple[int, int, int]:
+    """Check magic/version/length of the (possibly short) preamble; return (version, hlen, hcrc)."""
     n = len(pre)
     m = bytes(pre[: len(MAGIC)])
     if m != MAGIC[: len(m)]:
@@ -412,9 +434,9 @@ def _parse_preamble(pre: memoryview) -> tuple[int, int]:
     if n < len(MAGIC) + 2:
         raise TruncatedError("truncated inside the preamble (format version)")
     (version,) = _U16.unpack_from(pre, len(MAGIC))
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersionError(
-            f"unsupported .lmz format version {version} (this lmzip reads version {FORMAT_VERSION})"
+            f"unsupported .lmz format version {version} (this lmzip reads versions 1 to {FORMAT_VERSION})"
         )
     if n < PREAMBLE_SIZE:
         raise TruncatedError(f"truncated inside the preamble ({n} of {PREAMBLE_SIZE} bytes)")
@@ -423,10 +445,10 @@ def _parse_preamble(pre: memoryview) -> tuple[int, int]:
         raise FormatError(f"header length {hlen} exceeds the limit of {MAX_HEADER_LENGTH} bytes")
     if hlen < HEADER_MIN_SIZE:
         raise FormatError(f"header length {hlen} is below the minimum of {HEADER_MIN_SIZE} bytes")
-    return hlen, hcrc
+    return version, hlen, hcrc
 
 
-def _decode_header(body: memoryview) -> Header:
+def _decode_header(body: memoryview, version: int) -> Header:
     """Parse header bytes whose CRC has already been checked."""
     hlen = len(body)
     (
@@ -463,6 +485,15 @@ def _decode_header(body: memoryview) -> Header:
 
     model_id = string("model_id")
     tokenizer_id = string("tokenizer_id")
+    predictor = b""
+    if version >= 2:
+        if pos + 1 > hlen:
+            raise FormatError("header too short for the predictor length")
+        plen = body[pos]
+        if pos + 1 + plen > hlen:
+            raise FormatError(f"predictor length {plen} runs past the end of the header")
+        predictor = bytes(body[pos + 1 : pos + 1 + plen])
+        pos += 1 + plen
     if hlen - pos != count * SEGMENT_ENTRY_SIZE:
         raise FormatError(
             f"segment table is {hlen - pos} bytes, expected {count} x {SEGMENT_ENTRY_SIZE}"
@@ -482,8 +513,11 @@ def _decode_header(body: memoryview) -> Header:
         overlap_tokens=overlap_tokens,
         context_policy=context_policy,
         flags=flags,
+        predictor=predictor,
     )
-    _validate_semantics(header)
+    if version >= 2 and header.version != 2:
+        raise FormatError("version 2 header without any version-2 feature")
+    _validate_semantics(header, version)
     return header
 
 
@@ -496,7 +530,7 @@ def parse_header(data: Buffer) -> tuple[Header, int]:
     view = memoryview(data).cast("B")
     if len(view) == 0:
         raise TruncatedError("empty input (an .lmz file is at least 112 bytes)")
-    hlen, hcrc = _parse_preamble(view[:PREAMBLE_SIZE])
+    version, hlen, hcrc = _parse_preamble(view[:PREAMBLE_SIZE])
     end = PREAMBLE_SIZE + hlen
     if len(view) < end:
         raise TruncatedError(
@@ -505,7 +539,7 @@ def parse_header(data: Buffer) -> tuple[Header, int]:
     body = view[PREAMBLE_SIZE:end]
     if crc32(body) != hcrc:
         raise FormatError("header is corrupt (CRC32 mismatch)")
-    return _decode_header(body), end
+    return _decode_header(body, version), end
 
 
 def read_container(data: Buffer) -> tuple[Header, list[memoryview]]:
@@ -556,11 +590,11 @@ def peek_header(source: Union[Buffer, BinaryIO]) -> Header:
         pre += chunk
     if not pre:
         raise TruncatedError("empty input (an .lmz file is at least 112 bytes)")
-    hlen, hcrc = _parse_preamble(memoryview(pre))
+    version, hlen, hcrc = _parse_preamble(memoryview(pre))
     body = _read_exact(source, hlen, "the header")
     if crc32(body) != hcrc:
         raise FormatError("header is corrupt (CRC32 mismatch)")
-    return _decode_header(memoryview(body))
+    return _decode_header(memoryview(body), version)
 
 
 def iter_payloads_from(fileobj: BinaryIO, header: Header) -> Iterator[bytes]:

@@ -374,15 +374,31 @@ class ExactModel:
         flat = h.reshape(-1, h.shape[-1])
         rows = max(1, _CHUNK_ELEMENTS // self.cfg.vocab_size)
         out = torch.empty(flat.shape[0], self.cfg.vocab_size, dtype=torch.int32, device=h.device)
-        last = len(self.out_exp) - 1
         for r0 in range(0, flat.shape[0], rows):
-            xq, s = _quantize(flat[r0 : r0 + rows])
-            # Logits on the exp table's grid (the factor 2**10 is exact), then rounded.
-            z = self.head(xq, self._norm_factor(xq, s).mul_(float(2**EXP_STEP_BITS))).round_()
-            top = z.amax(-1, keepdim=True)
-            idx = z.sub_(top).neg_().clamp_(max=last).long()
-            out[r0 : r0 + rows] = normalize_frequencies(self.out_exp[idx])
+            out[r0 : r0 + rows] = self.logit_frequencies(self._head_logits(flat[r0 : r0 + rows]))
         return out.view(*shape, self.cfg.vocab_size)
+
+    @torch.no_grad()
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Residual stream [..., d] -> int64 logits [..., V] on the exp table's grid (units of 2**-10 nat).
+
+        ``logit_frequencies(head_logits(h)) == head_frequencies(h)``; the adaptive predictor
+        (``adapt.py``) works on these integers before they become frequencies."""
+        shape = h.shape[:-1]
+        flat = h.reshape(-1, h.shape[-1])
+        rows = max(1, _CHUNK_ELEMENTS // self.cfg.vocab_size)
+        out = torch.cat([self._head_logits(flat[r0 : r0 + rows]) for r0 in range(0, max(1, flat.shape[0]), rows)])
+        return out[: flat.shape[0]].view(*shape, self.cfg.vocab_size)
+
+    def _head_logits(self, flat: torch.Tensor) -> torch.Tensor:
+        xq, s = _quantize(flat)
+        # Logits on the exp table's grid (the factor 2**10 is exact), then rounded: integers in float64.
+        return self.head(xq, self._norm_factor(xq, s).mul_(float(2**EXP_STEP_BITS))).round_().long()
+
+    def logit_frequencies(self, z: torch.Tensor) -> torch.Tensor:
+        """Integer logits [..., V] (2**-10 nat units) -> int32 frequencies >= 1 summing to 2**24 per row."""
+        idx = (z.amax(-1, keepdim=True) - z).clamp_(max=len(self.out_exp) - 1)
+        return normalize_frequencies(self.out_exp[idx])
 
 
 # Temporaries stay below ~16 MB of float64: larger ones are fresh mmaps whose page faults

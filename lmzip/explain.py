@@ -66,6 +66,10 @@ class Explanation:
     fallback_bytes: int
     auto_segments: int  # segments lmzip compress would cut this file into by default
     seconds: float
+    plain_bits: Any = None  # float64 [n]: bits the model alone would have cost (= bits when not adapting)
+    helper: Any = None  # int64 [n]: component (index into adapt.COMPONENTS) that gave the token the most probability, -1: none
+    adaptation: str = "off"  # what the adaptive predictor ran with
+    transformed: bool = False  # CRLF line ends were coded as LF (the text shown is what was coded)
     labels: dict[int, str] = field(default_factory=dict)  # token id -> readable label (ids used here)
     shown: list[str] = field(default_factory=list)  # display text of each token (escaped, see _visible)
 
@@ -100,7 +104,9 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     import torch
 
     from . import container as C
-    from .codec import CodecParams, coded_rows, split_segments, windows
+    from . import transforms
+    from .adapt import COMPONENTS
+    from .codec import CodecParams, predicted_rows, split_segments, windows
     from .coder import TokenEncoder, ideal_bits, select_top_k
 
     t0 = time.monotonic()
@@ -110,7 +116,10 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     model, tok = lm.model, lm.tokenizer
     V = int(model.vocab_size)
     k = max(0, min(guesses, V - 1))
-    # -- the rows compression codes (codec.coded_rows), summed and coded as it does -------------
+    # -- the rows compression codes (codec.predicted_rows), summed and coded as it does ---------
+    original = data
+    tf = transforms.choose(data, p.transforms)
+    data = transforms.forward(data, tf)  # what the model sees; shown as such
     ids = tok.encode(data)
     n = len(ids)
     targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
@@ -123,7 +132,17 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     total = 0.0
     sched = list(windows(n, p.window, p.overlap))
     vocab_ids = np.arange(V, dtype=np.int64)
-    for a, b, f, window in coded_rows(lm, ids, p):
+    plain = np.zeros(n, dtype=np.float64)
+    helper = np.full(n, -1, dtype=np.int64)
+
+    def learned(i: int, pred, z) -> None:  # the model alone, and the component that helped most
+        f0 = int(model.logit_frequencies(torch.from_numpy(z[None]))[0, ids[i]])
+        plain[i] = p.total_bits - np.log2(float(f0))
+        best = max(pred.last.items(), key=lambda kv: kv[1])
+        helper[i] = COMPONENTS.index(best[0]) if best[1] > f0 else -1
+
+    for a, b, f, window in predicted_rows(lm, ids, p, on_token=learned if p.adapt else None):
+        f = torch.as_tensor(f)
         tg = targets[a:b]
         total += ideal_bits(tg, f, p.total_bits)  # exactly lm_cost_bits' sum
         enc.encode_many(tg, f)  # exactly _encode_segment's calls: the real payload
@@ -139,11 +158,13 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         if progress and window is not None:
             progress(len(data) * window[1] // n - len(data) * window[0] // n)
     payload = enc.finish()
+    if not p.adapt:
+        plain[:] = bits
     # -- what a real compression of this one segment writes ---------------------------------
     header = C.Header(
-        original_size=len(data),
-        original_sha256=hashlib.sha256(data).digest(),
-        segments=[C.Segment(C.METHOD_LM, 0, len(data), len(payload), n, C.crc32(data))] if data else [],
+        original_size=len(original),
+        original_sha256=hashlib.sha256(original).digest(),
+        segments=[C.Segment(C.METHOD_LM, tf, len(original), len(payload), n, C.crc32(original))] if data else [],
         model_id=lm.id,
         model_sha256=bytes.fromhex(lm.sha256),
         tokenizer_id=tok.tokenizer_id,
@@ -152,10 +173,11 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         window_tokens=p.window,
         overlap_tokens=p.overlap,
         context_policy=C.POLICY_SLIDING if p.overlap else C.POLICY_INDEPENDENT,
+        predictor=p.adapt.to_bytes() if p.adapt and data else b"",
     )
     file_bytes = len(C.write_container(header, [payload] if data else []))
-    fb_method, fb_payload = C.choose_fallback(data)
-    auto = len(split_segments(data, CodecParams(window=p.window, overlap=p.overlap).segment_size(len(data))))
+    fb_method, fb_payload = C.choose_fallback(original)
+    auto = len(split_segments(original, CodecParams(window=p.window, overlap=p.overlap, adapt=p.adapt).segment_size(len(original))))
     offsets, escaped = _align(tok, data, ids)
     exp = Explanation(
         name=name, data=data, model_id=lm.id, vocab_size=V, window=p.window, overlap=p.overlap,
@@ -164,6 +186,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         windows=sched, payload_bytes=len(payload), file_bytes=file_bytes,
         fallback_method={C.METHOD_ZSTD: "zstd", C.METHOD_STORED: "stored"}.get(fb_method, str(fb_method)),
         fallback_bytes=len(fb_payload), auto_segments=max(1, auto), seconds=0.0,
+        plain_bits=plain, helper=helper, adaptation=p.adapt.describe() if p.adapt else "off", transformed=bool(tf),
     )
     used = set(exp.ids.tolist()) | set(g_ids.reshape(-1).tolist())
     exp.labels = {i: _vocab_label(tok, i) for i in sorted(used)}
@@ -386,6 +409,26 @@ def render_terminal(exp: Explanation, *, color: bool, top: int = 10, text: bool 
     return "".join(out)
 
 
+def adaptation_lines(exp: Explanation) -> list[str]:
+    """Where learning the file paid: bits with and without adaptation, and per component."""
+    from .adapt import COMPONENTS
+
+    note = "  (CRLF line ends coded as LF)" if exp.transformed else ""
+    if exp.adaptation == "off":
+        return [f"  {'adaptation':<13}off{note}"]
+    plain = float(exp.plain_bits.sum())
+    saved = plain - exp.total
+    out = [f"  {'adaptation':<13}{exp.adaptation}{note}",
+           f"  {'without it':<13}{plain:.1f} bits ({plain / max(1, len(exp.data)):.3f} bits/byte): learning the file "
+           f"saved {saved:.1f} bits ({100 * saved / plain if plain else 0:.1f}%)"]
+    gain = exp.plain_bits - exp.bits
+    for c, name in enumerate(COMPONENTS):
+        sel = exp.helper == c
+        if sel.any():
+            out.append(f"  {'':<13}{name:<8} helped most on {int(sel.sum())} tokens, saving {float(gain[sel].sum()):.1f} bits there")
+    return out
+
+
 def summary_lines(exp: Explanation, *, color: bool, top: int = 10, verbose: bool = False) -> list[str]:
     nbytes = len(exp.data)
     lines = [f"{_safe_text(exp.name) or '(data)'}: {nbytes} bytes, {exp.n} tokens, model {_safe_text(exp.model_id)}"]
@@ -409,6 +452,7 @@ def summary_lines(exp: Explanation, *, color: bool, top: int = 10, verbose: bool
         row("total", f"{exp.total:.1f} bits = {exp.total / 8:.1f} bytes")
         row("bits/byte", f"{exp.bits_per_byte:.3f}")
         row("bits/token", f"{exp.bits_per_token:.3f}  ({nbytes / exp.n:.2f} bytes/token)")
+        lines.extend(adaptation_lines(exp))
         over = 8 * exp.payload_bytes - exp.total
         row("payload", f"{exp.payload_bytes} bytes ({8 * exp.payload_bytes / max(1, nbytes):.3f} bits/byte; "
                        f"coder overhead {over:+.1f} bits); .lmz file {exp.file_bytes} bytes")
@@ -582,6 +626,9 @@ _JS = r"""
       var m = el("div", "meta");
       m.appendChild(el("b", "", bits.toFixed(2) + " bits"));
       m.appendChild(document.createTextNode("  ·  p = " + pct(a / scale) + "  ·  guess #" + D.R[i]));
+      m.appendChild(el("br"));
+      m.appendChild(document.createTextNode("without adaptation: " + D.P[i].toFixed(2) + " bits" +
+        (D.H[i] >= 0 ? "  ·  helped most: " + D.C[D.H[i]] : "")));
       m.appendChild(el("br"));
       m.appendChild(document.createTextNode("token " + (i + 1) + " of " + n + "  ·  id " + D.T[i] +
         "  ·  bytes " + D.O[i] + "–" + D.O[i + 1]));
@@ -780,7 +827,16 @@ def _page_data(exp: Explanation) -> dict:
         "F": exp.guess_freq.reshape(-1).tolist(),
         "V": {str(i): lbl for i, lbl in exp.labels.items()},
         "X": {str(i): exp.label(i) for i in range(exp.n) if exp.escaped[i]},
+        "P": [round(float(b), 3) for b in exp.plain_bits.tolist()],
+        "H": exp.helper.tolist(),
+        "C": list(_components()),
     }
+
+
+def _components() -> tuple[str, ...]:
+    from .adapt import COMPONENTS
+
+    return COMPONENTS
 
 
 def render_html(exp: Explanation, *, top: int = 10) -> str:
@@ -807,6 +863,7 @@ def render_html(exp: Explanation, *, top: int = 10) -> str:
         ("input", f"{nbytes:,} bytes, {exp.n:,} tokens" + (f" ({nbytes / exp.n:.2f} bytes/token)" if exp.n else "")),
         ("explained as", f"one segment: {wins}"),
         ("total", f"{exp.total:,.1f} bits = {exp.total / 8:,.1f} bytes"),
+        ("adaptation", " ".join(x.strip() for x in adaptation_lines(exp)[:2]).replace("adaptation ", "", 1)),
         ("LM payload", f"{exp.payload_bytes:,} bytes (coder overhead {8 * exp.payload_bytes - exp.total:+.1f} bits)"),
         (".lmz file", f"{exp.file_bytes:,} bytes as one LM segment"),
         ("fallback", f"{exp.fallback_method}: {exp.fallback_bytes:,} bytes"
@@ -899,6 +956,8 @@ def _want_color(choice: bool | None, stream) -> bool:
 @click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 2048]")
 @click.option("--overlap", type=click.IntRange(min=0), metavar="N",
               help="Tokens re-read as context at each new window. [default: 512]")
+@click.option("--adapt/--no-adapt", default=True, show_default=True,
+              help="Explain with the adaptive predictor (as compression does) or the model alone.")
 @click.option("--html", "html_out", metavar="OUT.html", help="Also write a self-contained HTML page (heatmap, tooltips, histogram); '-': to standard output instead of the text.")
 @click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
               help="How many of the most expensive tokens to list.")
@@ -907,7 +966,7 @@ def _want_color(choice: bool | None, stream) -> bool:
 @click.option("-q", "--quiet", count=True, help="-q: summary only, no text; -qq: print nothing (with --html).")
 @click.option("-v", "--verbose", count=True, help="Also list the model's windows with their costs.")
 @click.pass_context
-def explain_command(ctx, file, model, device, window, overlap, html_out, top, color, quiet, verbose):
+def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, top, color, quiet, verbose):
     """Show how many bits each token of FILE costs under the model ('-': standard input).
 
     The text is printed coloured by cost (dim: predictable, red: surprising), followed by a
@@ -930,7 +989,7 @@ def explain_command(ctx, file, model, device, window, overlap, html_out, top, co
         check_device(device)
         from .api import Compressor
 
-        compressor = Compressor(model, device=device, window=window, overlap=overlap, fallback=False)
+        compressor = Compressor(model, device=device, window=window, overlap=overlap, fallback=False, adapt=adapt)
         name = shown if src == cli.STDIO else os.path.basename(src)
         # --html FILE: written atomically (temporary file renamed into place); --html -: to stdout, alone.
         with cli._Output(html_out if to_file else None, True, None) if html_out is not None else _nothing() as output:

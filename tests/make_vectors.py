@@ -17,12 +17,22 @@ from lmzip import zoo
 VECTORS = Path(__file__).parent / "vectors"
 TEXT = (VECTORS / "teacher-small.orig")
 
+PLAIN = dict(adapt=False, transforms=False)  # format version 1: the model alone
 TINY = {
     "tiny-text": (b"Exact models make arithmetic coding portable: a file coded here decodes there.\r\n" * 12,
-                  dict(window=64, overlap=16, segment_size=400, top_k=16, fallback=False)),
-    "tiny-bytes": (bytes(range(256)) * 2, dict(window=100, overlap=0, segment_size=0, top_k=64, fallback=False)),
-    "tiny-mixed": (b"text first, " * 20 + random.Random(3).randbytes(600), dict(window=32, overlap=8, segment_size=240, top_k=0)),
-    "tiny-empty": (b"", dict(window=64, overlap=16, segment_size=0, top_k=64)),
+                  dict(window=64, overlap=16, segment_size=400, top_k=16, fallback=False, **PLAIN)),
+    "tiny-bytes": (bytes(range(256)) * 2, dict(window=100, overlap=0, segment_size=0, top_k=64, fallback=False, **PLAIN)),
+    "tiny-mixed": (b"text first, " * 20 + random.Random(3).randbytes(600),
+                   dict(window=32, overlap=8, segment_size=240, top_k=0, **PLAIN)),
+    "tiny-empty": (b"", dict(window=64, overlap=16, segment_size=0, top_k=64, **PLAIN)),
+    # format version 2: adaptive predictor, CRLF transform on the segments where it applies
+    "tiny-adapt": (b"The decoder learns what the encoder learned, token for token.\r\n" * 10
+                   + b"line\nwith bare LF\n" * 6 + random.Random(5).randbytes(64),
+                   dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
+}
+TEACHER = {
+    "teacher-small": dict(window=2048, overlap=512, segment_size=0, top_k=64, **PLAIN),
+    "teacher-adapt": dict(window=2048, overlap=512, segment_size=0, top_k=64),
 }
 
 
@@ -35,9 +45,9 @@ def main() -> None:
         manifest[name] = params
     if "--teacher" in sys.argv:
         teacher = zoo.load("smollm2-135m")
-        params = dict(window=2048, overlap=512, segment_size=0, top_k=64)
-        (VECTORS / "teacher-small.lmz").write_bytes(lmzip.Compressor(teacher, **params).compress(TEXT.read_bytes()))
-        manifest["teacher-small"] = params
+        for name, params in TEACHER.items():  # all code the same text
+            (VECTORS / f"{name}.lmz").write_bytes(lmzip.Compressor(teacher, **params).compress(TEXT.read_bytes()))
+            manifest[name] = params
     else:
         old = json.loads((VECTORS / "manifest.json").read_text()) if (VECTORS / "manifest.json").exists() else {}
         manifest.update({k: v for k, v in old.items() if not k.startswith("tiny-")})

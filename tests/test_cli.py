@@ -394,7 +394,7 @@ def test_info_and_test_output(tmp_path, model, lm_bytes):
     assert r.exit_code == 0
     out = r.stdout
     assert out.startswith(f"{lmz}:\n")
-    for text in (".lmz version 1", f"model            {header.model_id}", header.model_sha256.hex()[:16],
+    for text in (f".lmz version {header.version}", "adaptation       bias+ngram2-6+match", f"model            {header.model_id}", header.model_sha256.hex()[:16],
                  f"tokenizer        {header.tokenizer_id}", "top-k 64", "24-bit", "sliding windows of 64 tokens, overlap 16",
                  f"original size    {len(lm_bytes) + len(TEXT)} bytes", f"compressed size  {size} bytes",
                  f"bits per byte    {8 * size / (len(lm_bytes) + len(TEXT)):.3f}", f"segments         {len(header.segments)}:",
@@ -518,3 +518,20 @@ def test_progress_ticker_thread_redraws_and_stops():
 def test_human_units():
     assert human_bytes(0) == "0 B" and human_bytes(1536) == "1.5 KiB" and human_bytes(3 << 30) == "3.0 GiB"
     assert human_duration(75.2) == "1:15" and human_duration(3725) == "1:02:05" and human_duration(float("inf")) == "--:--"
+
+
+def test_adaptation_switch(tmp_path, model, lm_bytes):
+    src = tmp_path / "x.bin"
+    src.write_bytes(lm_bytes)
+    for flags, version, adaptation in (([], 2, "bias+ngram2-6+match"), (["--no-adapt"], 1, "off (the model alone)"),
+                                       (["--no-adapt", "--no-transforms"], 1, "off (the model alone)")):
+        out = tmp_path / f"out{len(flags)}.lmz"
+        r = run("compress", "--model", model, *SMALL, *flags, "-o", out, src)
+        assert r.exit_code == 0, r.output
+        header = container.peek_header(out.read_bytes())
+        assert any(s.method == container.METHOD_LM for s in header.segments)
+        assert header.version == version
+        assert f"adaptation       {adaptation}" in run("info", out).stdout
+        assert run("decompress", "--model", model, "-c", out).stdout_bytes == lm_bytes
+    r = run("-d", "--no-adapt", tmp_path / "out0.lmz")
+    assert r.exit_code == 4 and "only apply to compression" in r.stderr

@@ -68,6 +68,7 @@ def raw_header(
     tokenizer_id=b"",
     segments=(),
     extra=b"",
+    predictor=None,
 ) -> bytes:
     """Independent encoder written from docs/FORMAT.md, able to produce invalid headers."""
     if segment_count is None:
@@ -87,12 +88,14 @@ def raw_header(
     )
     out += struct.pack("<H", len(model_id)) + model_id
     out += struct.pack("<H", len(tokenizer_id)) + tokenizer_id
+    if predictor is not None:  # version 2
+        out += bytes([len(predictor)]) + predictor
     for s in segments:  # (method, transforms, original_length, payload_length, token_count, crc)
         out += struct.pack("<BBQQQI", *s)
     return out + extra
 
 
-def seal(header_body: bytes, payloads: bytes = b"", *, version=FORMAT_VERSION, magic=MAGIC):
+def seal(header_body: bytes, payloads: bytes = b"", *, version=1, magic=MAGIC):
     """Preamble with a correct CRC around an arbitrary header body."""
     pre = magic + struct.pack("<HII", version, len(header_body), zlib.crc32(header_body))
     return pre + header_body + payloads
@@ -376,7 +379,7 @@ def test_empty_and_magic_prefix_are_truncated():
             peek_header(io.BytesIO(blob))
 
 
-@pytest.mark.parametrize("version", [0, 2, 3, 0x0100, 0xFFFF])
+@pytest.mark.parametrize("version", [0, 3, 0x0100, 0xFFFF])
 def test_unknown_version(version):
     body = raw_header()
     blob = seal(body, version=version)
@@ -617,3 +620,58 @@ def test_decode_fallback_segment_checks_crc_and_rejects_lm():
         verify_original(Header(5, bytes(32), [seg]), b"hello")
     with pytest.raises(ChecksumError):
         verify_original(Header(5, hashlib.sha256(b"hello").digest(), [seg]), b"hell")
+
+
+# -- version 2: adaptive predictor parameters and transforms --------------------------------
+
+def _lm_fields(**kw):
+    data = b"coded by the model"
+    seg = (C.METHOD_LM, kw.pop("transforms", 0), len(data), 4, 3, zlib.crc32(data))
+    return dict(original_size=len(data), original_sha256=hashlib.sha256(data).digest(), total_bits=24,
+                window_tokens=64, model_id=b"m", tokenizer_id=b"t", segments=[seg], **kw), data
+
+
+def test_version_2_header_round_trip():
+    fields, data = _lm_fields(transforms=C.TRANSFORM_CRLF, predictor=b"\x01params")
+    blob = seal(raw_header(**fields), b"PAYL", version=2)
+    header, payloads = read_container(blob)
+    assert header.version == 2 and header.predictor == b"\x01params"
+    assert header.segments[0].transforms == C.TRANSFORM_CRLF and bytes(payloads[0]) == b"PAYL"
+    assert write_container(header, [b"PAYL"]) == blob  # the writer produces the same bytes
+    assert peek_header(io.BytesIO(blob)) == header
+
+
+def test_writer_picks_the_oldest_version_that_holds_the_header():
+    fields, _ = _lm_fields()
+    v1 = seal(raw_header(**fields), b"PAYL", version=1)
+    header, _ = read_container(v1)
+    assert header.version == 1 and write_container(header, [b"PAYL"]) == v1
+    header.predictor = b"\x01"
+    assert write_container(header, [b"PAYL"])[6:8] == struct.pack("<H", 2)
+
+
+@pytest.mark.parametrize("version, kw, message", [
+    (1, dict(transforms=C.TRANSFORM_CRLF), "transform"),  # version 1 knows no transforms
+    (2, dict(transforms=0x02, predictor=b""), "transform"),  # unknown transform bit
+    (2, dict(predictor=b""), "version-2 feature"),  # version 2 without any version-2 feature
+])
+def test_version_2_rules(version, kw, message):
+    fields, _ = _lm_fields(**kw)
+    with pytest.raises(FormatError, match=message):
+        read_container(seal(raw_header(**fields), b"PAYL", version=version))
+
+
+def test_transform_only_on_model_segments():
+    data = b"stored"
+    seg = (C.METHOD_STORED, C.TRANSFORM_CRLF, len(data), len(data), 0, zlib.crc32(data))
+    body = raw_header(original_size=len(data), original_sha256=hashlib.sha256(data).digest(), segments=[seg], predictor=b"")
+    with pytest.raises(FormatError, match="not coded by the model"):
+        read_container(seal(body, data, version=2))
+
+
+def test_predictor_length_past_the_header():
+    fields, _ = _lm_fields(predictor=b"\x01abc")
+    body = raw_header(**fields)
+    cut = body[: body.index(b"\x04\x01abc") + 3]  # predictor block cut short, no segment table
+    with pytest.raises(FormatError):
+        read_container(seal(cut, version=2))

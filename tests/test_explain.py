@@ -26,8 +26,9 @@ from click.testing import CliRunner
 
 import lmzip
 from lmzip import container, zoo
+from lmzip import adapt
 from lmzip.codec import CodecParams, lm_cost_bits
-from lmzip.explain import _align, _visible, explain, explain_command, render_html, render_terminal, token_label
+from lmzip.explain import _align, _visible, adaptation_lines, explain, explain_command, render_html, render_terminal, token_label
 
 WINDOW, OVERLAP = 64, 16
 SMALL = ["--window", str(WINDOW), "--overlap", str(OVERLAP)]
@@ -356,3 +357,18 @@ def test_html_to_stdout_and_as_lmzip_subcommand(lm, tmp_path):
     assert r.stdout.startswith("t.txt: ")  # the group's -q reached the command: summary only
     r = CliRunner().invoke(group, ["explain", os.fspath(tmp_path / "missing"), "--model", os.fspath(lm.path)])
     assert r.exit_code == 5 and r.stderr.startswith("lmzip: ")
+
+
+def test_explain_shows_what_learning_the_file_saved(lm):
+    data = b"a phrase that repeats, a phrase that repeats.\r\n" * 12
+    p = CodecParams(window=WINDOW, overlap=OVERLAP)
+    exp = explain(lm, data, p)
+    plain = explain(lm, data, CodecParams(window=WINDOW, overlap=OVERLAP, adapt=None))
+    assert exp.transformed and exp.data == data.replace(b"\r\n", b"\n")  # what the model saw
+    # without adaptation, per token, is exactly the model-alone explanation
+    assert np.allclose(exp.plain_bits, plain.bits) and np.array_equal(plain.plain_bits, plain.bits)
+    assert exp.total < 0.8 * plain.total
+    assert (exp.helper >= 0).any() and exp.helper.max() < len(adapt.COMPONENTS)
+    text = "\n".join(adaptation_lines(exp))
+    assert "learning the file saved" in text and "match" in text
+    assert adaptation_lines(plain)[0].split() == ["adaptation", "off", "(CRLF", "line", "ends", "coded", "as", "LF)"]

@@ -194,9 +194,14 @@ def test_committed_tiny_model_vectors_decode():
 
 
 @pytest.mark.teacher
-def test_committed_teacher_vector_decodes(teacher):
-    v = VECTORS / "teacher-small.lmz"
-    assert lmzip.decompress(v.read_bytes(), teacher) == (VECTORS / "teacher-small.orig").read_bytes()
+def test_committed_teacher_vectors_decode(teacher):
+    """Made by the teacher: without adaptation (format 1) and with it (format 2), both still decode."""
+    names = [n for n in json.loads((VECTORS / "manifest.json").read_text()) if n.startswith("teacher-")]
+    assert {"teacher-small", "teacher-adapt"} <= set(names)
+    for name in names:
+        blob = (VECTORS / f"{name}.lmz").read_bytes()
+        assert container.peek_header(blob).version == (1 if name == "teacher-small" else 2)
+        assert lmzip.decompress(blob, teacher) == (VECTORS / "teacher-small.orig").read_bytes(), name
 
 
 @pytest.mark.teacher

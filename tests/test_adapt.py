@@ -1,0 +1,182 @@
+"""The adaptive predictor: exact integer state that the decoder reproduces token for token."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lmzip
+from lmzip import adapt, codec, container, transforms, zoo
+from lmzip.adapt import AdaptParams, AdaptivePredictor
+from lmzip.exact_model import normalize_frequencies
+from lmzip.luts import exp_table
+
+EXP = exp_table(10, 30).numpy()
+SMALL = dict(window=48, overlap=16, segment_size=160, fallback=False)
+
+ALL_OFF = AdaptParams(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False)
+VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(match=False, mix_lr=0),
+            AdaptParams(bias_lr=0, bigram_lr=0), ALL_OFF]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return zoo.load(tiny_model_dir)
+
+
+@given(st.lists(st.integers(0, 2**30), min_size=2, max_size=300).filter(lambda v: any(v)))
+def test_normalize_matches_the_exact_model(e):
+    a = np.asarray(e, dtype=np.int64)
+    f = adapt.normalize(a.copy())
+    assert f.min() >= 1 and f.sum() == 2**24
+    assert np.array_equal(f, normalize_frequencies(torch.from_numpy(a)).numpy())
+
+
+def test_params_bytes_round_trip():
+    for p in VARIANTS:
+        assert AdaptParams.from_bytes(p.to_bytes()) == p
+    raw = AdaptParams().to_bytes()
+    for bad in (b"", raw[:-1], raw + b"\0", b"\x02" + raw[1:], raw[:8] + b"\x02" + raw[9:]):
+        with pytest.raises(ValueError):
+            AdaptParams.from_bytes(bad)
+    with pytest.raises(ValueError):
+        AdaptParams(ngram_order=7).to_bytes()
+
+
+def _run(params: AdaptParams, logits: np.ndarray, tokens: list[int]) -> tuple[list[np.ndarray], AdaptivePredictor]:
+    pred = AdaptivePredictor(params, EXP, logits.shape[1])
+    rows = []
+    for z, y in zip(logits, tokens):
+        rows.append(pred.predict(z))
+        pred.update(y)
+    return rows, pred
+
+
+@settings(max_examples=25)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 120), st.sampled_from(VARIANTS), st.integers(3, 12))
+def test_rows_are_valid_and_replay_identically(seed, n, params, alphabet):
+    """Every row is a valid coder table; a second predictor fed the same history is bit-identical
+    at every step (what the decoder does), and the state digests agree."""
+    rng = np.random.default_rng(seed)
+    V = 300
+    logits = rng.integers(-30000, 30000, size=(n, V)).astype(np.int64)
+    tokens = rng.integers(0, alphabet, size=n).tolist()  # a small alphabet: n-grams and matches fire
+    rows, a = _run(params, logits, tokens)
+    b = AdaptivePredictor(params, EXP, V)
+    for z, y, row in zip(logits, tokens, rows):
+        assert row.min() >= 1 and row.sum() == 2**24
+        assert np.array_equal(b.predict(z.copy()), row)
+        b.update(y)
+    assert a.digest() == b.digest()
+
+
+def test_all_off_is_the_model_alone():
+    rng = np.random.default_rng(1)
+    logits = rng.integers(-20000, 20000, size=(40, 256)).astype(np.int64)
+    rows, _ = _run(ALL_OFF, logits, rng.integers(0, 256, size=40).tolist())
+    m = normalize_frequencies(torch.from_numpy(EXP[np.minimum(logits.max(1, keepdims=True) - logits, len(EXP) - 1)])).numpy()
+    assert np.array_equal(np.stack(rows), m)
+
+
+def test_learning_pays_on_repetition():
+    """A flat model on a repeated phrase: bias, n-grams and match must drive the cost far down."""
+    phrase = [5, 17, 3, 99, 42, 7, 250, 8, 1, 64]
+    tokens = phrase * 30
+    logits = np.zeros((len(tokens), 256), dtype=np.int64)
+    for params, limit in ((AdaptParams(), 0.5), (AdaptParams(bias_lr=0, bigram_lr=0, ngram_order=0), 1.5),
+                          (AdaptParams(ngram_order=0, match=False), 4.0)):
+        rows, _ = _run(params, logits, tokens)
+        bits = [24 - np.log2(r[y]) for r, y in zip(rows, tokens)]
+        assert np.mean(bits[-100:]) < limit, params  # the flat model alone costs 8 bits
+    # n-gram and match models look back across any distance: no window limits them
+
+
+class _Recording(AdaptivePredictor):
+    """Records the state digest after every learned token."""
+
+    log: dict = {}
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.digests: list[str] = []
+        _Recording.log.setdefault("all", []).append(self.digests)
+
+    def update(self, y):
+        super().update(y)
+        self.digests.append(self.digest())
+
+
+def test_encoder_and_decoder_states_agree_after_every_token(tiny, monkeypatch):
+    data = b"state after state, the decoder mirrors the encoder.\r\n" * 8 + b"and then something new."
+    monkeypatch.setattr(codec, "AdaptivePredictor", _Recording)
+    _Recording.log = {}
+    blob = lmzip.Compressor(tiny, **SMALL).compress(data)
+    enc = _Recording.log.pop("all")
+    header, _ = container.read_container(blob)
+    assert header.version == 2 and header.predictor == AdaptParams().to_bytes()
+    assert sum(s.method == container.METHOD_LM for s in header.segments) == len(enc) >= 3
+    for batch in (1, 2, 16):
+        _Recording.log = {}
+        assert codec.decompress(blob, tiny, batch=batch) == data
+        dec = _Recording.log.pop("all")
+        assert len(dec) == len(enc)
+        for e, d in zip(enc, dec):  # one list per segment, one digest per token
+            assert len(e) == len(d) > 0 and e == d
+
+
+@settings(max_examples=20)
+@given(st.binary(max_size=300), st.sampled_from(VARIANTS))
+def test_round_trip_any_bytes_any_params(tiny, data, params):
+    c = lmzip.Compressor(tiny, adapt=params, **SMALL)
+    assert lmzip.decompress(c.compress(data), tiny) == data
+
+
+def test_thread_count_does_not_change_the_file(tiny):
+    data = b"one thread or two: the same bytes.\n" * 6
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = lmzip.Compressor(tiny, **SMALL).compress(data)
+        torch.set_num_threads(2)
+        b = lmzip.Compressor(tiny, **SMALL).compress(data)
+    finally:
+        torch.set_num_threads(old)
+    assert a == b
+
+
+def test_adapt_off_writes_format_1(tiny):
+    blob = lmzip.Compressor(tiny, adapt=False, transforms=False, **SMALL).compress(b"plain text\r\n" * 5)
+    h = container.peek_header(blob)
+    assert h.version == 1 and h.predictor == b"" and not any(s.transforms for s in h.segments)
+
+
+def test_adaptation_helps_the_tiny_model_on_repeats(tiny):
+    data = b"the same sentence, again and again. " * 20
+    plain = lmzip.Compressor(tiny, adapt=False, **SMALL).compress(data)
+    learned = lmzip.Compressor(tiny, **SMALL).compress(data)
+    assert len(learned) < 0.7 * len(plain)
+
+
+# -- the CRLF transform ----------------------------------------------------------------------
+
+@given(st.lists(st.sampled_from([b"a", b"b c", b"\r\n", b"\r", b"\n", b"\r\r\n", b"\xff"]), max_size=40))
+def test_crlf_transform_is_reversible_where_chosen(parts):
+    data = b"".join(parts)
+    tf = transforms.choose(data)
+    assert bool(tf) == (b"\n" in data and data.count(b"\n") == data.count(b"\r\n"))
+    assert transforms.inverse(transforms.forward(data, tf), tf) == data
+    assert transforms.choose(data, allow=False) == 0
+
+
+def test_crlf_segments_are_marked_and_restored(tiny):
+    data = b"windows line\r\n" * 30 + b"unix line\n" * 30
+    blob = lmzip.Compressor(tiny, **dict(SMALL, segment_size=200)).compress(data)
+    h = container.peek_header(blob)
+    marks = [s.transforms for s in h.segments]
+    assert container.TRANSFORM_CRLF in marks and 0 in marks
+    assert lmzip.decompress(blob, tiny) == data
+    off = container.peek_header(lmzip.Compressor(tiny, transforms=False, **SMALL).compress(data))
+    assert not any(s.transforms for s in off.segments)
