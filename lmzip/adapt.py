@@ -12,9 +12,10 @@ and shifts only) and nothing depends on the machine. Components:
   trained by SGD on the log-loss of the biased distribution ``p``; the gradient
   ``[v == y] - p[v]`` is applied densely for the unigram and on the tokens with
   ``p >= 2**-BIGRAM_FLOOR_BITS`` (plus y) for the bigram, so the state stays small.
-* **n-grams**, orders 1..K over token contexts: Witten-Bell estimates that back off to the
-  biased teacher, ``P_k(v) = (c(v) + d * p(v)) / (n + d)`` (n: count of the context,
-  d: distinct tokens seen after it).
+* **n-grams**, orders 2..K over token contexts (order 1 predicts worse than the teacher
+  everywhere: measured): Witten-Bell estimates that back off to the biased teacher,
+  ``P_k(v) = (c(v) + d * p(v)) / (n + d)`` (n: count of the context, d: distinct tokens
+  seen after it).
 * **match**: the longest earlier repeat of the last ``MATCH_MIN`` tokens predicts the token that
   followed it.
 * **mixer**: a linear mixture of the components with weights learned online (gradient of
