@@ -20,7 +20,11 @@ and shifts only) and nothing depends on the machine. Components:
   followed it.
 * **mixer**: a linear mixture of the components with weights learned online (gradient of
   the log-loss), one weight set per small context: highest n-gram order seen, match
-  length bucket, teacher confidence bucket.
+  length bucket, teacher confidence bucket. With ``mixer2`` (parameter version 2, the
+  default) a second weight set, selected by the classes of the last three tokens
+  (newline, space+letter, digit, letter, other: ``token_classes``) and the match bucket,
+  is learned beside it and the two normalised weight vectors are averaged: it learns, for
+  instance, that after digits the n-grams' guesses are worth little (JSON sizes, versions).
 
 The output is an integer frequency table (every entry >= 1, sum 2**24), like the plain
 model's; ``last`` keeps each component's probability of the coded token for ``explain``.
@@ -49,6 +53,29 @@ MIX_MIN, MIX_MAX = 16, 1 << 22
 MIX_INIT = MIX_ONE // 16  # new components start with little weight against the teacher
 
 COMPONENTS = ("teacher", "order1", "order2", "order3", "order4", "order5", "order6", "match")
+N_CLASSES = 5  # token classes for the second mixer's context (see token_classes)
+
+
+def token_classes(token_bytes, vocab_size: int) -> np.ndarray:
+    """Class of every token id from the bytes it spells (``token_bytes(id)``; ids it cannot
+    spell are "other"): 0 contains a newline, 1 a space then an ASCII letter, 2 starts with an
+    ASCII digit, 3 starts with an ASCII letter, 4 anything else. Part of the format (version 2)."""
+    out = np.full(vocab_size, 4, dtype=np.int64)
+    letter = set(range(65, 91)) | set(range(97, 123))
+    for t in range(vocab_size):
+        try:
+            b = token_bytes(t)
+        except Exception:  # special or out-of-range ids of a smaller tokenizer: "other"
+            continue
+        if b"\n" in b:
+            out[t] = 0
+        elif len(b) >= 2 and b[0] == 32 and b[1] in letter:
+            out[t] = 1
+        elif b and 48 <= b[0] <= 57:
+            out[t] = 2
+        elif b and b[0] in letter:
+            out[t] = 3
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,10 +88,16 @@ class AdaptParams:
     ngram_order: int = 6  # highest n-gram order (0: off; at most 6; order 1 is never used)
     match: bool = True
     mix_lr: int = 2000  # mixer step, 2**-16 per unit gradient
+    mixer2: bool = True  # second weight set by token classes (version 2); False: version 1
     _STRUCT = struct.Struct("<BHHHBBH")  # version, bias_lr, bigram_lr, temp_lr, order, match, mix_lr
     # The version names everything else the predictor computes: the module's constants and
     # formulas. Changing any of them changes what old files decode to, so it needs a new version.
-    VERSION = 1
+    # Version 1: one mixer; version 2: version 1 plus the second, token-class mixer.
+    VERSIONS = (1, 2)
+
+    @property
+    def version(self) -> int:
+        return 2 if self.mixer2 else 1
 
     def validate(self) -> None:
         if not 0 <= self.ngram_order <= 6:
@@ -75,17 +108,17 @@ class AdaptParams:
 
     def to_bytes(self) -> bytes:
         self.validate()
-        return self._STRUCT.pack(self.VERSION, self.bias_lr, self.bigram_lr, self.temp_lr,
+        return self._STRUCT.pack(self.version, self.bias_lr, self.bigram_lr, self.temp_lr,
                                  self.ngram_order, int(self.match), self.mix_lr)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "AdaptParams":
-        if len(raw) != cls._STRUCT.size or raw[0] != cls.VERSION:
+        if len(raw) != cls._STRUCT.size or raw[0] not in cls.VERSIONS:
             raise ValueError(f"unknown adaptive predictor parameters ({len(raw)} bytes, version {raw[:1].hex() or '-'})")
-        _, bias_lr, bigram_lr, temp_lr, order, match, mix_lr = cls._STRUCT.unpack(raw)
+        version, bias_lr, bigram_lr, temp_lr, order, match, mix_lr = cls._STRUCT.unpack(raw)
         if match > 1:
             raise ValueError("bad match flag")
-        p = cls(bias_lr, bigram_lr, temp_lr, order, bool(match), mix_lr)
+        p = cls(bias_lr, bigram_lr, temp_lr, order, bool(match), mix_lr, mixer2=version == 2)
         p.validate()
         return p
 
@@ -97,6 +130,8 @@ class AdaptParams:
             parts.append(f"ngram{NGRAM_MIN}-{self.ngram_order}")
         if self.match:
             parts.append("match")
+        if self.mixer2 and (self.ngram_order >= NGRAM_MIN or self.match):
+            parts.append("2 mixers")
         return "+".join(parts) or "mixer only"
 
 
@@ -117,8 +152,13 @@ def normalize(e: np.ndarray) -> np.ndarray:
 class AdaptivePredictor:
     """Online state of one segment. ``predict(z)`` then ``update(token)``, token after token."""
 
-    def __init__(self, params: AdaptParams, exp_table: np.ndarray, vocab_size: int):
+    def __init__(self, params: AdaptParams, exp_table: np.ndarray, vocab_size: int, classes: np.ndarray | None = None):
+        """``classes``: ``token_classes`` of the vocabulary, needed by the second mixer."""
         params.validate()
+        if params.mixer2:
+            if classes is None or len(classes) != vocab_size:
+                raise ValueError("the second mixer needs the token classes of the vocabulary")
+            self.classes = np.asarray(classes, dtype=np.int64)
         self.p = params
         self.exp = np.ascontiguousarray(exp_table, dtype=np.int64)
         self.V = vocab_size
@@ -132,6 +172,7 @@ class AdaptivePredictor:
         self.match_ptr, self.match_len = -1, 0
         n_comp = 2 + params.ngram_order
         self.weights: dict[int, np.ndarray] = {}
+        self.weights2: dict[int, np.ndarray] = {}  # the second mixer's sets (mixer2)
         self._init_w = np.array([MIX_ONE] + [MIX_INIT] * (n_comp - 1), dtype=np.int64)
         self.last: dict[str, int] = {}  # component -> probability of the last coded token (2**-24 units)
 
@@ -178,6 +219,15 @@ class AdaptivePredictor:
         conf = 0 if top < ONE // 4 else (1 if top < (ONE * 3) // 4 else 2)
         return (((order * 3 + nb) * 2 + det) * 4 + mb) * 3 + conf
 
+    def _mixer2_context(self) -> int:
+        """Second weight set: classes of the last three tokens, match length bucket."""
+        h, m = self.history, self.match_len
+        mb = 0 if self.match_ptr < 0 else (1 if m < 8 else 2 if m < 16 else 3)
+        if len(h) < 3:
+            return N_CLASSES**3 * 4 + mb
+        c = self.classes
+        return ((int(c[h[-1]]) * N_CLASSES + int(c[h[-2]])) * N_CLASSES + int(c[h[-3]])) * 4 + mb
+
     def predict(self, z: np.ndarray) -> np.ndarray:
         """Integer logits [V] of the teacher for the next token -> int64 frequencies [V] (>= 1, sum 2**24)."""
         z = np.asarray(z, dtype=np.int64)
@@ -189,14 +239,24 @@ class AdaptivePredictor:
         w = self.weights.get(key)
         if w is None:
             w = self.weights[key] = self._init_w.copy()
+        key2 = self._mixer2_context() if self.p.mixer2 else -1
+        w2 = None
+        if key2 >= 0:
+            w2 = self.weights2.get(key2)
+            if w2 is None:
+                w2 = self.weights2[key2] = self._init_w.copy()
         avail = [0] + [1 + i for i, c in enumerate(ctxs) if c is not None] + ([len(w) - 1] if predicted >= 0 else [])
         if len(avail) == 1:
             out = f
         else:
-            # Mixture sum_i w_i P_i with weights rescaled to sum 2**16 and the teacher's weights
-            # shifted to sum < 2**32: every product stays below 2**49.
+            # Mixture sum_i w_i P_i with weights rescaled to sum 2**16 (with two mixers: the mean
+            # of both rescaled sets) and the teacher's weights shifted to sum < 2**32: every
+            # product stays below 2**49.
             wsum = sum(int(w[i]) for i in avail)
             wn = {i: (int(w[i]) << 16) // wsum for i in avail}
+            if w2 is not None:
+                wsum2 = sum(int(w2[i]) for i in avail)
+                wn = {i: (wn[i] + ((int(w2[i]) << 16) // wsum2)) >> 1 for i in avail}
             e_t = e_t >> max(0, int(e_t.sum()).bit_length() - 32)
             s_t = int(e_t.sum())
             dense = wn[0]
@@ -212,14 +272,14 @@ class AdaptivePredictor:
                 e[predicted] += wn[len(w) - 1] * s_t
             e >>= max(0, int(e.sum()).bit_length() - 33)  # keeps normalize's ratio precise (>= 2**23)
             out = normalize(e)
-        self._pending = (f, ctxs, predicted, key, z)
+        self._pending = (f, ctxs, predicted, key, key2, z)
         return out
 
     # -- learning -----------------------------------------------------------------------
 
     def update(self, y: int) -> None:
         """Learn from the token just coded (the one ``predict`` was asked about)."""
-        f, ctxs, predicted, key, z = self._pending
+        f, ctxs, predicted, key, key2, z = self._pending
         y = int(y)
         p_t = int(f[y])
         probs = [p_t]
@@ -236,7 +296,9 @@ class AdaptivePredictor:
             avail.append(True)
         probs.append(ONE if predicted == y else 0)
         avail.append(predicted >= 0)
-        self._learn_mixer(key, probs, avail)
+        self._learn_mixer(self.weights[key], probs, avail)
+        if key2 >= 0:
+            self._learn_mixer(self.weights2[key2], probs, avail)  # each set learns as if alone
         self.last = {"teacher": p_t}
         for i, c in enumerate(ctxs):
             if c is not None:
@@ -246,10 +308,9 @@ class AdaptivePredictor:
         self._learn_bias(f, z, y)
         self._learn_counts(y)
 
-    def _learn_mixer(self, key: int, probs: list[int], avail: list[bool]) -> None:
+    def _learn_mixer(self, w: np.ndarray, probs: list[int], avail: list[bool]) -> None:
         if not self.p.mix_lr or sum(avail) < 2:
             return
-        w = self.weights[key]
         wsum = sum(int(w[i]) for i in range(len(w)) if avail[i])
         mixed = max(1, sum(int(w[i]) * probs[i] for i in range(len(w)) if avail[i]) // wsum)
         for i in range(len(w)):
@@ -329,6 +390,8 @@ class AdaptivePredictor:
         d.update(struct.pack("<qqq", self.beta, self.match_ptr, self.match_len))
         for k in sorted(self.weights):
             d.update(struct.pack("<q", k) + self.weights[k].tobytes())
+        for k in sorted(self.weights2):
+            d.update(struct.pack("<q", -1 - k) + self.weights2[k].tobytes())
         d.update(repr([sorted((c, sorted(v.items())) for c, v in t.items()) for t in self.ngrams]).encode())
         d.update(repr(sorted(self.match_index.items())).encode())
         d.update(np.asarray(self.history, dtype=np.int64).tobytes())

@@ -34,13 +34,12 @@ from typing import Any, Callable, Iterable, NoReturn
 import click
 
 from . import corpora
-from .errors import LmzipError, UsageError
+from .errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, EXIT_OS, LmzipError, UsageError, run_standalone
 from .progress import Progress
 from .resources import check_device
 
 MB = 1_000_000  # throughput unit: 10^6 bytes per second
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_OS, EXIT_INTERRUPT = 0, 1, 4, 5, 130  # as in lmzip.cli
 
 LMZIP = "lmzip"  # the codec name that selects lmzip rows (one per --model)
 
@@ -703,21 +702,14 @@ class _BenchCommand(click.Command):
     ``lmzip`` group does; inside the group, the group's own handling applies."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        try:
-            rv = super().main(args, prog_name or "lmzip bench", complete_var, standalone_mode=False, **extra)
-            code = rv if isinstance(rv, int) else EXIT_OK
-        except click.UsageError as exc:
-            exc.show()
-            code = EXIT_USAGE
-        except click.ClickException as exc:
-            exc.show()
-            code = exc.exit_code
-        except click.Abort:
+        def interrupted(exc: click.Abort) -> int:
             _say("interrupted")
-            code = EXIT_INTERRUPT
-        if standalone_mode:
-            sys.exit(code)
-        return code
+            return EXIT_INTERRUPT
+
+        def run() -> Any:
+            return super(_BenchCommand, self).main(args, prog_name or "lmzip bench", complete_var, standalone_mode=False, **extra)
+
+        return run_standalone(run, interrupted, standalone_mode)
 
 
 _EPILOG = """\b

@@ -30,7 +30,8 @@ from typing import Any, Callable, NoReturn
 import click
 
 from . import container
-from .errors import LmzipError, TrailingDataError, TruncatedError, UsageError
+from .errors import (EXIT_ERROR, EXIT_FORMAT, EXIT_INTERRUPT, EXIT_MODEL, EXIT_OK, EXIT_OS, EXIT_USAGE,
+                     LmzipError, TrailingDataError, TruncatedError, UsageError, run_standalone)
 from .progress import Progress, human_bytes, human_duration
 from .resources import check_device
 
@@ -44,13 +45,6 @@ except ImportError:  # pragma: no cover - package metadata is the fallback
 SUFFIX = ".lmz"
 STDIO = "-"
 
-EXIT_OK = 0
-EXIT_ERROR = 1  # LmzipError.exit_code
-EXIT_FORMAT = 2  # FormatError / TokenizerError
-EXIT_MODEL = 3  # ModelError
-EXIT_USAGE = 4  # UsageError, and click's own command-line errors
-EXIT_OS = 5  # OSError: missing file, permission denied, disk full, broken pipe
-EXIT_INTERRUPT = 130  # KeyboardInterrupt (128 + SIGINT); SIGTERM/SIGHUP give 128 + their number
 
 EXIT_CODES = f"""\b
 Exit codes:
@@ -168,36 +162,32 @@ class LmzipGroup(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
         saved = {}
-        try:
-            for name in ("SIGTERM", "SIGHUP"):
-                if hasattr(signal, name):
-                    try:
-                        saved[name] = signal.signal(getattr(signal, name), _on_signal)
-                    except (ValueError, OSError):  # not the main thread, or not allowed
-                        pass
-            code = super().main(args, prog_name or "lmzip", complete_var, standalone_mode=False, **extra)
-            code = code if isinstance(code, int) else EXIT_OK
-        except click.UsageError as exc:
-            exc.show()
-            code = EXIT_USAGE
-        except click.ClickException as exc:
-            exc.show()
-            code = exc.exit_code
-        except click.Abort as exc:
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                try:
+                    saved[name] = signal.signal(getattr(signal, name), _on_signal)
+                except (ValueError, OSError):  # not the main thread, or not allowed
+                    pass
+
+        def interrupted(exc: click.Abort) -> int:
             _say_error(None, "interrupted")
             cause = exc.__cause__ or exc.__context__
-            code = 128 + cause.signum if isinstance(cause, _Signalled) else EXIT_INTERRUPT
-        except _EXPECTED as exc:  # raised outside the per-file loops (e.g. while writing help)
-            code = _report(exc, None)
+            return 128 + cause.signum if isinstance(cause, _Signalled) else EXIT_INTERRUPT
+
+        def run() -> Any:
+            try:
+                return super(LmzipGroup, self).main(args, prog_name or "lmzip", complete_var, standalone_mode=False, **extra)
+            except _EXPECTED as exc:  # raised outside the per-file loops (e.g. while writing help)
+                return _report(exc, None)
+
+        try:
+            return run_standalone(run, interrupted, standalone_mode)
         finally:
             for name, handler in saved.items():
                 try:
                     signal.signal(getattr(signal, name), handler)
                 except (ValueError, OSError, TypeError):
                     pass
-        if standalone_mode:
-            sys.exit(code)
-        return code
 
 
 class _Size(click.ParamType):

@@ -27,7 +27,7 @@ import torch
 
 from . import container as C
 from . import transforms
-from .adapt import AdaptParams, AdaptivePredictor
+from .adapt import AdaptParams, AdaptivePredictor, token_classes
 from .coder import TokenDecoder, TokenEncoder
 from .errors import FormatError, ModelMismatchError
 from .zoo import LoadedModel
@@ -106,28 +106,32 @@ def split_segments(data: bytes | memoryview, target: int) -> list[tuple[int, int
 # -- encoding ----------------------------------------------------------------------------
 
 
-def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, logits: bool = False
+def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "frequencies"
                ) -> Iterator[tuple[int, int, torch.Tensor, tuple[int, int] | None]]:
     """The model's rows for one segment's token ids, in coding order.
 
-    Yields (a, b, rows, window): ``rows`` [b - a, V] predict ids[a:b] (frequencies, or with
-    ``logits`` the integer logits); on a window's last slice ``window`` is its (first coded,
-    end) token range, else None. The head runs in slices of 256 rows ([256, V] tables, not
-    [window, V]).
+    Yields (a, b, rows, window): ``rows`` [b - a, V] predict ids[a:b] (``kind``:
+    "frequencies", "logits" for the integer logits, or "hidden" for the head's input
+    [b - a, d]); on a window's last slice ``window`` is its (first coded, end) token range,
+    else None. The head runs in slices of 256 rows ([256, V] tables, not [window, V]).
     """
     model, n = lm.model, len(ids)
     s = torch.from_numpy(np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64)) if n else None
+    head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h}[kind]
     for start, ctx, length in windows(n, p.window, p.overlap):
         h = model.hidden(model.new_cache(1, length), s[None, start : start + length])
         for r0 in range(ctx, length, 256):
             r1 = min(length, r0 + 256)
             last = (start + ctx, start + length) if r1 == length else None
-            head = model.head_logits if logits else model.head_frequencies
             yield start + r0, start + r1, head(h[0, r0:r1]), last
 
 
 def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
-    return AdaptivePredictor(params, lm.model.out_exp.cpu().numpy(), lm.model.cfg.vocab_size)
+    V = lm.model.cfg.vocab_size
+    classes = lm.extra.get("token_classes")
+    if params.mixer2 and classes is None:  # once per loaded model: a pass over the vocabulary
+        classes = lm.extra["token_classes"] = token_classes(lm.tokenizer.token_bytes, V)
+    return AdaptivePredictor(params, lm.model.out_exp.cpu().numpy(), V, classes)
 
 
 TokenHook = Callable[[int, AdaptivePredictor, np.ndarray], None]
@@ -144,7 +148,7 @@ def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: T
         yield from coded_rows(lm, ids, p)
         return
     pred = new_predictor(lm, p.adapt)
-    for a, b, z, window in coded_rows(lm, ids, p, logits=True):
+    for a, b, z, window in coded_rows(lm, ids, p, kind="logits"):
         z = z.cpu().numpy()
         rows = np.empty(z.shape, dtype=np.int32)  # what the model gives the coder too
         for i in range(b - a):

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import lmzip
 from lmzip import zoo
+from lmzip.adapt import AdaptParams
 
 VECTORS = Path(__file__).parent / "vectors"
 TEXT = (VECTORS / "teacher-small.orig")
 
 PLAIN = dict(adapt=False, transforms=False)  # format version 1: the model alone
+ONE_MIXER = {"mixer2": False}
+ADAPT_TEXT = (b"The decoder learns what the encoder learned, token for token.\r\n" * 10
+              + b"line\nwith bare LF\n" * 6 + random.Random(5).randbytes(64))
 TINY = {
     "tiny-text": (b"Exact models make arithmetic coding portable: a file coded here decodes there.\r\n" * 12,
                   dict(window=64, overlap=16, segment_size=400, top_k=16, fallback=False, **PLAIN)),
@@ -26,14 +30,24 @@ TINY = {
                    dict(window=32, overlap=8, segment_size=240, top_k=0, **PLAIN)),
     "tiny-empty": (b"", dict(window=64, overlap=16, segment_size=0, top_k=64, **PLAIN)),
     # format version 2: adaptive predictor, CRLF transform on the segments where it applies
-    "tiny-adapt": (b"The decoder learns what the encoder learned, token for token.\r\n" * 10
-                   + b"line\nwith bare LF\n" * 6 + random.Random(5).randbytes(64),
-                   dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
+    # (predictor parameters version 1: one mixer, as first written)
+    "tiny-adapt": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False, adapt=ONE_MIXER)),
+    # predictor parameters version 2: the second, token-class mixer
+    "tiny-adapt2": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
 }
 TEACHER = {
     "teacher-small": dict(window=2048, overlap=512, segment_size=0, top_k=64, **PLAIN),
-    "teacher-adapt": dict(window=2048, overlap=512, segment_size=0, top_k=64),
+    "teacher-adapt": dict(window=2048, overlap=512, segment_size=0, top_k=64, adapt=ONE_MIXER),
+    "teacher-adapt2": dict(window=2048, overlap=512, segment_size=0, top_k=64),
 }
+
+
+def compressor(model, params: dict) -> lmzip.Compressor:
+    """The Compressor a manifest entry describes (``adapt`` may be a dict of AdaptParams fields)."""
+    params = dict(params)
+    if isinstance(params.get("adapt"), dict):
+        params["adapt"] = AdaptParams(**params["adapt"])
+    return lmzip.Compressor(model, **params)
 
 
 def main() -> None:
@@ -41,12 +55,12 @@ def main() -> None:
     tiny = zoo.load(VECTORS / "tiny-model")
     for name, (data, params) in TINY.items():
         (VECTORS / f"{name}.orig").write_bytes(data)
-        (VECTORS / f"{name}.lmz").write_bytes(lmzip.Compressor(tiny, **params).compress(data))
+        (VECTORS / f"{name}.lmz").write_bytes(compressor(tiny, params).compress(data))
         manifest[name] = params
     if "--teacher" in sys.argv:
         teacher = zoo.load("smollm2-135m")
         for name, params in TEACHER.items():  # all code the same text
-            (VECTORS / f"{name}.lmz").write_bytes(lmzip.Compressor(teacher, **params).compress(TEXT.read_bytes()))
+            (VECTORS / f"{name}.lmz").write_bytes(compressor(teacher, params).compress(TEXT.read_bytes()))
             manifest[name] = params
     else:
         old = json.loads((VECTORS / "manifest.json").read_text()) if (VECTORS / "manifest.json").exists() else {}

@@ -19,7 +19,12 @@ SMALL = dict(window=48, overlap=16, segment_size=160, fallback=False)
 
 ALL_OFF = AdaptParams(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False)
 VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(match=False, mix_lr=0),
-            AdaptParams(bias_lr=0, bigram_lr=0), ALL_OFF]
+            AdaptParams(bias_lr=0, bigram_lr=0), ALL_OFF, AdaptParams(mixer2=False),
+            AdaptParams(ngram_order=2, mixer2=False)]
+
+
+def _classes(V: int) -> np.ndarray:
+    return np.arange(V, dtype=np.int64) % adapt.N_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +43,9 @@ def test_normalize_matches_the_exact_model(e):
 def test_params_bytes_round_trip():
     for p in VARIANTS:
         assert AdaptParams.from_bytes(p.to_bytes()) == p
+        assert p.to_bytes()[0] == (2 if p.mixer2 else 1)  # version 1: one mixer, as first written
     raw = AdaptParams().to_bytes()
-    for bad in (b"", raw[:-1], raw + b"\0", b"\x02" + raw[1:], raw[:8] + b"\x02" + raw[9:]):
+    for bad in (b"", raw[:-1], raw + b"\0", b"\x03" + raw[1:], b"\x00" + raw[1:], raw[:8] + b"\x02" + raw[9:]):
         with pytest.raises(ValueError):
             AdaptParams.from_bytes(bad)
     with pytest.raises(ValueError):
@@ -47,7 +53,7 @@ def test_params_bytes_round_trip():
 
 
 def _run(params: AdaptParams, logits: np.ndarray, tokens: list[int]) -> tuple[list[np.ndarray], AdaptivePredictor]:
-    pred = AdaptivePredictor(params, EXP, logits.shape[1])
+    pred = AdaptivePredictor(params, EXP, logits.shape[1], _classes(logits.shape[1]))
     rows = []
     for z, y in zip(logits, tokens):
         rows.append(pred.predict(z))
@@ -65,7 +71,7 @@ def test_rows_are_valid_and_replay_identically(seed, n, params, alphabet):
     logits = rng.integers(-30000, 30000, size=(n, V)).astype(np.int64)
     tokens = rng.integers(0, alphabet, size=n).tolist()  # a small alphabet: n-grams and matches fire
     rows, a = _run(params, logits, tokens)
-    b = AdaptivePredictor(params, EXP, V)
+    b = AdaptivePredictor(params, EXP, V, _classes(V))
     for z, y, row in zip(logits, tokens, rows):
         assert row.min() >= 1 and row.sum() == 2**24
         assert np.array_equal(b.predict(z.copy()), row)
@@ -79,6 +85,23 @@ def test_all_off_is_the_model_alone():
     rows, _ = _run(ALL_OFF, logits, rng.integers(0, 256, size=40).tolist())
     m = normalize_frequencies(torch.from_numpy(EXP[np.minimum(logits.max(1, keepdims=True) - logits, len(EXP) - 1)])).numpy()
     assert np.array_equal(np.stack(rows), m)
+
+
+def test_token_classes_and_the_second_mixer():
+    spell = {0: b"\n", 1: b" the", 2: b"42", 3: b"abc", 4: b"{", 5: b"", 6: b" 7", 7: b"a\nb", 8: b"\xc3\xa9"}
+    classes = adapt.token_classes(spell.__getitem__, 10)  # id 9 cannot be spelled: "other"
+    assert classes.tolist() == [0, 1, 2, 3, 4, 4, 4, 0, 4, 4]
+    with pytest.raises(ValueError):
+        AdaptivePredictor(AdaptParams(), EXP, 10)  # the second mixer needs the classes
+    AdaptivePredictor(AdaptParams(mixer2=False), EXP, 10)  # version 1 does not
+    # With both mixers the state holds a second weight table, and it changes the rows.
+    rng = np.random.default_rng(7)
+    logits = rng.integers(-3000, 3000, size=(200, 64)).astype(np.int64)
+    tokens = (list(range(10)) * 20)
+    one, a = _run(AdaptParams(mixer2=False), logits, tokens)
+    two, b = _run(AdaptParams(), logits, tokens)
+    assert not a.weights2 and b.weights2
+    assert any(not np.array_equal(x, y) for x, y in zip(one, two))
 
 
 def test_learning_pays_on_repetition():
