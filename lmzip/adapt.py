@@ -214,15 +214,17 @@ class AdaptivePredictor:
             order, n, d = hi[0], hi[2], hi[3]
             nb = 0 if n == 1 else (1 if n < 4 else 2)
             det = int(d == 1)
-        m = self.match_len
-        mb = 0 if self.match_ptr < 0 else (1 if m < 8 else 2 if m < 16 else 3)
+        mb = self._match_bucket()
         conf = 0 if top < ONE // 4 else (1 if top < (ONE * 3) // 4 else 2)
         return (((order * 3 + nb) * 2 + det) * 4 + mb) * 3 + conf
 
+    def _match_bucket(self) -> int:
+        m = self.match_len
+        return 0 if self.match_ptr < 0 else (1 if m < 8 else 2 if m < 16 else 3)
+
     def _mixer2_context(self) -> int:
         """Second weight set: classes of the last three tokens, match length bucket."""
-        h, m = self.history, self.match_len
-        mb = 0 if self.match_ptr < 0 else (1 if m < 8 else 2 if m < 16 else 3)
+        h, mb = self.history, self._match_bucket()
         if len(h) < 3:
             return N_CLASSES**3 * 4 + mb
         c = self.classes

@@ -650,10 +650,17 @@ def plot(tots: list[Total], path: str | os.PathLike, *, speed: str = "compress",
     pts = [(n, x, y) for n, x, y in pts if x is not None and y is not None and x > 0]
     fig = Figure(figsize=(8, 5.5), dpi=120, layout="constrained")
     ax = fig.add_subplot()
+    labels: dict[tuple[float, float], list[str]] = {}  # points that coincide share one label
     for name, x, y in pts:
         lm = name.startswith(LMZIP)
         ax.scatter([x], [y], s=48, color="tab:red" if lm else "tab:blue", marker="D" if lm else "o", zorder=3)
-        ax.annotate(f"{name}\n{y:.3f}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        near = next((k for k in labels if abs(k[1] - y) < 0.01 and 0.8 < k[0] / x < 1.25), (x, y))
+        labels.setdefault(near, []).append(name)
+    for (x, y), names in labels.items():
+        # A label with a neighbour just to its right goes below its point, not across the other.
+        crowded = any(x < x2 <= 2.5 * x and abs(y2 - y) < 0.06 for x2, y2 in labels)
+        ax.annotate("\n".join(names) + f"\n{y:.3f}", (x, y), textcoords="offset points", fontsize=8,
+                    xytext=(6, -6) if crowded else (6, 4), va="top" if crowded else "bottom")
     ax.set_xscale("log")
     if pts:
         xs = [x for _, x, _ in pts]

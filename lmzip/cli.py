@@ -615,7 +615,8 @@ def _adaptation_text(raw: bytes) -> str:
     except ValueError:
         return f"unknown parameters ({raw.hex()})"
     return (f"{a.describe()} (bias lr {a.bias_lr}, bigram lr {a.bigram_lr}, temperature lr {a.temp_lr}, "
-            f"n-gram order {a.ngram_order}, match {'on' if a.match else 'off'}, mixer lr {a.mix_lr})")
+            f"n-gram order {a.ngram_order}, match {'on' if a.match else 'off'}, mixer lr {a.mix_lr}; "
+            f"predictor version {a.version})")
 
 
 def _info_text(shown: str, header: container.Header, version: int, size: int, verbose: bool) -> list[str]:
