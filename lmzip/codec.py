@@ -59,14 +59,15 @@ class CodecParams:
 
     def segment_size(self, total: int) -> int:
         """Bytes per segment. Automatic: enough segments to decode ~16 streams as one batch
-        (token-by-token decoding is ~9x faster per token at batch 16 than alone), but none
+        (token-by-token decoding is ~6x faster per token at batch 16 than alone), but none
         under 24 KB, where the cold start of each segment would cost more than ~1% in ratio,
-        or under 64 KB when adapting: the predictor restarts with each segment and learns
-        less in short ones (first 20000 tokens of alice29: -1.71% as one segment, -1.40% in
-        two, -0.95% in four)."""
+        or under 256 KB when adapting, the default: the model restarts cold and the
+        predictor forgets what it learned at every segment (alice29.txt: 1.0297 bits/byte
+        ideal as one segment, ~1.047 in three of 50 KB). Files up to 256 KB are then one
+        segment, which a CPU decodes ~2x slower than three; ``--segment-size`` trades back."""
         if self.segment_bytes:
             return self.segment_bytes
-        floor = (64 << 10) if self.adapt else (24 << 10)
+        floor = (256 << 10) if self.adapt else (24 << 10)
         size = min(1 << 20, max(floor, -(-total // AUTO_STREAMS)))
         return -(-total // max(1, -(-total // size)))  # equal parts: no short tail segment
 
