@@ -20,13 +20,13 @@ EXIT_INTERRUPT = 130  # KeyboardInterrupt (128 + SIGINT); SIGTERM/SIGHUP give 12
 class LmzipError(Exception):
     """Base class of all lmzip errors."""
 
-    exit_code = 1
+    exit_code = EXIT_ERROR
 
 
 class FormatError(LmzipError):
     """The data is not a valid .lmz stream (bad magic, truncation, trailing bytes, corrupt fields)."""
 
-    exit_code = 2
+    exit_code = EXIT_FORMAT
 
 
 class BadMagicError(FormatError):
@@ -52,7 +52,7 @@ class ChecksumError(FormatError):
 class ModelError(LmzipError):
     """A model could not be found, fetched, verified or loaded."""
 
-    exit_code = 3
+    exit_code = EXIT_MODEL
 
 
 class ModelMismatchError(ModelError):
@@ -66,13 +66,13 @@ class UnknownModelError(ModelError):
 class TokenizerError(LmzipError):
     """A token sequence could not be turned back into bytes (corrupt or foreign data)."""
 
-    exit_code = 2
+    exit_code = EXIT_FORMAT
 
 
 class UsageError(LmzipError):
     """The caller asked for something inconsistent (bad option, existing output without -f, ...)."""
 
-    exit_code = 4
+    exit_code = EXIT_USAGE
 
 
 def run_standalone(run: Callable[[], Any], interrupted: Callable[[Any], int], standalone_mode: bool) -> int:
