@@ -151,9 +151,17 @@ def _quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token symmetric int16 quantisation: x ~= q * s with |q| <= ACT_MAX (q integral float64)."""
     # An all-zero row gets q = 0 whatever s is (and then contributes exact zeros downstream);
     # the floor only keeps the division defined.
-    s = x.abs().amax(-1, keepdim=True).clamp_min_(1e-300).div_(ACT_MAX)
+    s = x.abs().amax(-1, keepdim=True).clamp_min_(1e-300)
+    s = _true_div(s, ACT_MAX)
     q = torch.div(x, s).round_().clamp_(-ACT_MAX, ACT_MAX)
     return q, s
+
+
+def _true_div(x: torch.Tensor, d: float) -> torch.Tensor:
+    """x / d as one IEEE division on every device. CUDA computes ``tensor / python_number`` as
+    x * (1/d), two roundings, which differs from the CPU in the last bit (seen on an H100);
+    a divisor that is a tensor on x's own device takes the true division kernel there."""
+    return x / x.new_full((), float(d))
 
 
 def _fix(x: torch.Tensor, bits: int, limit: float) -> torch.Tensor:
@@ -292,7 +300,7 @@ class ExactModel:
         """
         ss = (q * q).sum(-1, keepdim=True)  # < 2**30 * 2**16: exact
         t = s * float(2.0**-RES_BITS)
-        ms = ss / self.cfg.dim * t * t
+        ms = _true_div(ss, self.cfg.dim) * t * t
         return t / torch.sqrt(ms + self.cfg.norm_eps)
 
     def _rope(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

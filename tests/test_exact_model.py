@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -130,6 +132,52 @@ def test_thread_count_invariance():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(one, two)
+
+
+class _DeviceDependentOps(TorchFunctionMode):
+    """Records torch calls whose result may differ between CPU and CUDA in the last bit.
+
+    ``tensor / number`` is one: CUDA multiplies by the reciprocal (two roundings), the CPU
+    divides. A 135M teacher coded on an H100 failed to decode on the CPU because of it, while
+    tiny models happened to agree, so this is checked on the operations, not on the results.
+    Transcendentals (libm vs CUDA intrinsics) are the other kind: the model must use its tables.
+    """
+
+    DIVS = {torch.div, torch.true_divide, torch.Tensor.div, torch.Tensor.div_, torch.Tensor.__truediv__,
+            torch.Tensor.__itruediv__, torch.Tensor.true_divide, torch.Tensor.true_divide_}
+    TRANSCENDENTAL = {"exp", "exp_", "exp2", "expm1", "log", "log_", "log2", "log1p", "sigmoid", "sigmoid_",
+                      "tanh", "sin", "cos", "rsqrt", "rsqrt_", "erf", "softmax", "log_softmax", "silu", "gelu"}
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.DIVS and kwargs.get("rounding_mode") is None and len(args) > 1:
+            d = args[1]
+            if isinstance(d, (int, float)) and not (d and math.frexp(abs(d))[0] == 0.5):
+                self.found.append(f"{getattr(func, '__name__', func)} by the number {d}")
+        name = getattr(func, "__name__", "")
+        if name in self.TRANSCENDENTAL or (name in {"pow", "pow_", "__pow__"} and isinstance(args[1], float)):
+            self.found.append(name)
+        return func(*args, **kwargs)
+
+
+def test_forward_uses_only_device_independent_operations():
+    m = model_for(2, 0)
+    toks = tokens_for(m, 9, (2, 40))
+    with _DeviceDependentOps() as guard:
+        m.frequencies(toks)
+        cache = m.new_cache(2, 48)
+        m.step(cache, toks[:, :30])
+        m.step(cache, toks[:, 30:31])
+        m.head_logits(m.hidden(m.new_cache(1, 8), toks[:1, :8])[0])
+    assert guard.found == []
+    with _DeviceDependentOps() as guard:  # the guard itself sees what it looks for
+        (toks.to(torch.float64) / 3.0).exp()
+        _ = toks.to(torch.float64) / 4.0  # a power of two is exact either way
+    assert [f.split()[-1] for f in guard.found] == ["3.0", "exp"]
 
 
 @settings(max_examples=50)

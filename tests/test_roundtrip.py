@@ -207,6 +207,18 @@ def test_committed_teacher_vectors_decode(teacher):
 
 
 @pytest.mark.teacher
+def test_vectors_coded_on_a_gpu_decode_on_the_cpu(teacher):
+    """device-*: coded by the teacher on an H100 (CUDA); the CPU decodes them and codes the same bytes."""
+    manifest = json.loads((VECTORS / "manifest.json").read_text())
+    names = [n for n in manifest if n.startswith("device-")]
+    assert len(names) >= 2 and all(manifest[n]["made_on"].startswith("cuda") for n in names)
+    for name in names:
+        blob, original = (VECTORS / f"{name}.lmz").read_bytes(), (VECTORS / f"{name}.orig").read_bytes()
+        assert lmzip.decompress(blob, teacher) == original, name
+        assert make_vectors.compressor(teacher, manifest[name]).compress(original) == blob, name
+
+
+@pytest.mark.teacher
 def test_teacher_round_trip_and_coder_overhead(teacher):
     data = (VECTORS / "teacher-small.orig").read_bytes()[:600]
     blob = lmzip.Compressor(teacher).compress(data)
