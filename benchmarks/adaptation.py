@@ -2,8 +2,9 @@
 under each adaptive component, from one pass of the model.
 
     python benchmarks/adaptation.py FILE... [--model ID] [--json OUT.json] [--cache DIR]
+        [--window N --overlap N] [--device cuda] [--jobs N]
 
-Each file is one segment (windows 2048, overlap 512, CRLF -> LF where it applies). The
+Each file is one segment (the codec's windows unless given, CRLF -> LF where it applies). The
 model's logits are computed once per window slice and fed to one predictor per variant, so
 the variants are compared on exactly the same predictions. Figures are ideal code lengths
 (sum of -log2 p over the tokens) in bits per original byte; the coder adds ~0.1%
@@ -12,7 +13,9 @@ and the container a header (see docs/BENCHMARKS.md for whole-file CLI figures).
 The model pass is most of the time (~150-200 tokens/s on a 2-core CPU); ``--cache DIR``
 keeps each file's head inputs (the exact residual rows, float64 integers, ~4.6 KB per
 token), so the predictor can be re-measured without it. Entries are keyed by the coded
-bytes, the model's sha256 and the window schedule.
+bytes, the model's sha256 and the window schedule. ``--jobs N`` makes the model pass once
+(into the cache) and then runs the variants in N processes at once; the exact model makes
+the figures the same on every device, so ``--device cuda`` only changes the time.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,12 +67,20 @@ def hidden_slices(lm, ids, p: CodecParams, cache: Path | None, key: bytes):
     rows = np.load(path, mmap_mode="r")
     for a in range(0, len(ids), 256):
         b = min(len(ids), a + 256)
-        yield a, b, torch.from_numpy(np.array(rows[a:b]))
+        yield a, b, torch.from_numpy(np.array(rows[a:b])).to(lm.model.device)
 
 
-def measure(lm, data: bytes, cache: Path | None = None, variants=tuple(VARIANTS)) -> dict:
-    window = min(CodecParams.window, lm.model.cfg.max_context)
-    p = CodecParams(window=window, overlap=min(CodecParams.overlap, window // 4), adapt=None)
+def schedule(lm, window: int | None = None, overlap: int | None = None) -> CodecParams:
+    """The codec's window schedule (its defaults, capped by the model's context), one segment, no adaptation."""
+    window = window or min(CodecParams.window, lm.model.cfg.max_context)
+    overlap = min(CodecParams.overlap, window // 4) if overlap is None else overlap
+    p = CodecParams(window=window, overlap=overlap, adapt=None)
+    p.validate(lm.model.cfg.max_context)
+    return p
+
+
+def measure(lm, data: bytes, cache: Path | None = None, variants=tuple(VARIANTS), p: CodecParams | None = None) -> dict:
+    p = p or schedule(lm)
     coded = transforms.forward(data, transforms.choose(data))
     ids = lm.tokenizer.encode(coded)
     preds = {k: new_predictor(lm, v) for k, v in VARIANTS.items() if k in variants}
@@ -88,9 +102,35 @@ def measure(lm, data: bytes, cache: Path | None = None, variants=tuple(VARIANTS)
             spent[name] += time.perf_counter() - t
     total = time.perf_counter() - t0
     n = max(1, len(data))
-    return {"bytes": len(data), "tokens": len(ids), "bits_per_byte": {k: v / n for k, v in bits.items()},
+    return {"bytes": len(data), "tokens": len(ids), "window": p.window, "overlap": p.overlap, "bits_per_byte": {k: v / n for k, v in bits.items()},
             "predictor_ms_per_token": {k: 1e3 * v / max(1, len(ids)) for k, v in spent.items()},
             "seconds": total}
+
+
+def measure_parallel(args, path: str, variants: list[str], p: CodecParams, lm) -> dict:
+    """``measure`` with the model pass made once, then each variant in its own process."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = args.cache or Path(tmp) / "cache"
+        r = measure(lm, Path(path).read_bytes(), cache, variants=(), p=p)
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // args.jobs)))
+        common = ["--cache", str(cache), "--window", str(p.window), "--overlap", str(p.overlap), "--device", args.device]
+        common += ["--model", args.model] if args.model else []
+        pending, running = list(variants), []
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                v = pending.pop(0)
+                out = Path(tmp) / f"variant{variants.index(v)}.json"
+                cmd = [sys.executable, __file__, path, *common, "--variant", v, "--json", str(out)]
+                running.append((v, out, subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)))
+            v, out, proc = running.pop(0)
+            if proc.wait() != 0:
+                raise SystemExit(f"variant {v!r} failed on {path} (exit {proc.returncode})")
+            child = json.loads(out.read_text())[path]
+            r["bits_per_byte"][v] = child["bits_per_byte"][v]
+            r["predictor_ms_per_token"][v] = child["predictor_ms_per_token"][v]
+    r["seconds"] = time.perf_counter() - t0
+    return r
 
 
 def main() -> None:
@@ -100,16 +140,26 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--cache", type=Path, help="directory keeping each file's model pass for re-runs")
     ap.add_argument("--variant", action="append", choices=list(VARIANTS), help="only these variants (repeatable)")
+    ap.add_argument("--model-only", action="store_true", help="no variants: the model alone")
+    ap.add_argument("--window", type=int, help="tokens the model sees at most (default: the codec's)")
+    ap.add_argument("--overlap", type=int, help="tokens re-read at each new window (default: the codec's)")
+    ap.add_argument("--device", default="cpu", help="where the model runs (the figures do not depend on it)")
+    ap.add_argument("--jobs", type=int, default=1, help="variants measured in this many processes at once")
     args = ap.parse_args()
-    variants = args.variant or list(VARIANTS)
-    lm = zoo.load(args.model)
+    variants = [] if args.model_only else args.variant or list(VARIANTS)
+    lm = zoo.load(args.model, device=args.device)
+    p = schedule(lm, args.window, args.overlap)
     rows = {}
     cols = ["model alone", *variants]
-    print(f"model {lm.id}; bits per byte (ideal code length), change against the model alone\n")
+    print(f"model {lm.id}, windows {p.window} overlap {p.overlap}; bits per byte (ideal code length), "
+          "change against the model alone\n")
     print("| file | bytes | " + " | ".join(cols) + " |")
     print("|---|---:|" + "---:|" * len(cols))
     for path in args.files:
-        r = rows[path] = measure(lm, Path(path).read_bytes(), args.cache, variants)
+        if args.jobs > 1 and len(variants) > 1:
+            r = rows[path] = measure_parallel(args, path, variants, p, lm)
+        else:
+            r = rows[path] = measure(lm, Path(path).read_bytes(), args.cache, variants, p)
         base = r["bits_per_byte"]["model alone"]
         cells = [f"{base:.4f}"] + [f"{r['bits_per_byte'][c]:.4f} ({100 * (r['bits_per_byte'][c] / base - 1):+.1f}%)" for c in variants]
         print(f"| {Path(path).name} | {r['bytes']} | " + " | ".join(cells) + " |", flush=True)

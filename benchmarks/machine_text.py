@@ -1,6 +1,6 @@
 """Write the two machine-generated test files of the adaptation benchmark (issue 8).
 
-Text a machine writes repeats itself far beyond the model's 2048-token window (package
+Text a machine writes repeats itself far beyond the model's 4096-token window (package
 names, maintainers, dependency lists, timestamps), which is where learning the file pays
 most. This script makes such files from the machine it runs on:
 

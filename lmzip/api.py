@@ -35,7 +35,7 @@ class Compressor:
 
     ``model``: a registry id (default: the default model), a model directory, or a loaded model.
     ``window``/``overlap``: tokens the model sees at most / re-reads at each new window
-    (default 2048 / 512, or the model's context and a quarter of it if that is shorter).
+    (default 4096 / 1024, or the model's context and a quarter of it if that is shorter).
     ``segment_size``: target bytes per independently decodable segment (0: automatic).
     ``fallback``: let segments fall back to zstd/stored bytes when that is smaller (default);
     False forces the model everywhere (for measurements).

@@ -237,9 +237,9 @@ _io_opts = _options(
 )
 _compress_opts = _options(
     click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]"),
-    click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 2048]"),
+    click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 4096]"),
     click.option("--overlap", type=click.IntRange(min=0), metavar="N",
-                 help="Tokens re-read as context at each new window. [default: 512]"),
+                 help="Tokens re-read as context at each new window. [default: 1024]"),
     click.option("--segment-size", type=_Size(), help="Bytes per independently decodable segment (0: auto). [default: 0]"),
     click.option("--top-k", type=click.IntRange(0, 0xFFFF), metavar="N", help="Coder's first-stage candidates. [default: 64]"),
     click.option("--adapt/--no-adapt", default=None,

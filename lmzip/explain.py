@@ -953,9 +953,9 @@ def _want_color(choice: bool | None, stream) -> bool:
 @click.argument("file", metavar="FILE")
 @click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]")
 @click.option("--device", default="cpu", show_default=True, metavar="NAME", help="Torch device for the model: cpu, cuda, ...")
-@click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 2048]")
+@click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 4096]")
 @click.option("--overlap", type=click.IntRange(min=0), metavar="N",
-              help="Tokens re-read as context at each new window. [default: 512]")
+              help="Tokens re-read as context at each new window. [default: 1024]")
 @click.option("--adapt/--no-adapt", default=True, show_default=True,
               help="Explain with the adaptive predictor (as compression does) or the model alone.")
 @click.option("--html", "html_out", metavar="OUT.html", help="Also write a self-contained HTML page (heatmap, tooltips, histogram); '-': to standard output instead of the text.")
