@@ -35,6 +35,9 @@ from .zoo import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of original bytes just finished
 AUTO_STREAMS = 16
+# The encoder runs a window through the model in parts this long, and may give up after each.
+FORWARD_CHUNK = 1024
+GIVE_UP_AFTER = 2048  # tokens coded before the encoder may give a segment up
 CACHE_TOKEN_SLOTS = 16 * 2048  # a decoding batch holds at most this many windows' tokens (~3 GB for the teacher)
 
 
@@ -115,20 +118,26 @@ def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "fr
                ) -> Iterator[tuple[int, int, torch.Tensor, tuple[int, int] | None]]:
     """The model's rows for one segment's token ids, in coding order.
 
-    Yields (a, b, rows, window): ``rows`` [b - a, V] predict ids[a:b] (``kind``:
+    Yields (a, b, rows, part): ``rows`` [b - a, V] predict ids[a:b] (``kind``:
     "frequencies", "logits" for the integer logits, or "hidden" for the head's input
-    [b - a, d]); on a window's last slice ``window`` is its (first coded, end) token range,
-    else None. The head runs in slices of 256 rows ([256, V] tables, not [window, V]).
+    [b - a, d]). Each window runs through the model in parts of ``FORWARD_CHUNK`` tokens
+    (the rows do not depend on the split); on a part's last slice ``part`` is the
+    (first, end) range of the tokens that part coded, else None, so callers can report
+    progress or give up between parts. The head runs in slices of 256 rows.
     """
     model, n = lm.model, len(ids)
     s = torch.from_numpy(np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64)) if n else None
     head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h}[kind]
     for start, ctx, length in windows(n, p.window, p.overlap):
-        h = model.hidden(model.new_cache(1, length), s[None, start : start + length])
-        for r0 in range(ctx, length, 256):
-            r1 = min(length, r0 + 256)
-            last = (start + ctx, start + length) if r1 == length else None
-            yield start + r0, start + r1, head(h[0, r0:r1]), last
+        cache = model.new_cache(1, length)
+        for c0 in range(0, length, FORWARD_CHUNK):
+            c1 = min(length, c0 + FORWARD_CHUNK)
+            h = model.hidden(cache, s[None, start + c0 : start + c1])
+            first = max(ctx, c0)
+            for r0 in range(first, c1, 256):
+                r1 = min(c1, r0 + 256)
+                part = (start + first, start + c1) if r1 == c1 else None
+                yield start + r0, start + r1, head(h[0, r0 - c0 : r1 - c0]), part
 
 
 def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
@@ -153,7 +162,7 @@ def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: T
         yield from coded_rows(lm, ids, p)
         return
     pred = new_predictor(lm, p.adapt)
-    for a, b, z, window in coded_rows(lm, ids, p, kind="logits"):
+    for a, b, z, part in coded_rows(lm, ids, p, kind="logits"):
         z = z.cpu().numpy()
         rows = np.empty(z.shape, dtype=np.int32)  # what the model gives the coder too
         for i in range(b - a):
@@ -161,7 +170,7 @@ def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: T
             pred.update(int(ids[a + i]))
             if on_token:
                 on_token(a + i, pred, z[i])
-        yield a, b, rows, window
+        yield a, b, rows, part
 
 
 def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float,
@@ -171,15 +180,16 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
     n = len(ids)
     targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
     enc = TokenEncoder(total_bits=p.total_bits, top_k=p.top_k)
-    for a, b, freqs, window in predicted_rows(lm, ids, p):
+    for a, b, freqs, part in predicted_rows(lm, ids, p):
         enc.encode_many(targets[a:b], freqs)
-        if window is None:
+        if part is None:
             continue
-        first, done = window
+        first, done = part
         if progress:  # bytes in proportion to tokens; compress() reports the exact remainder
             progress(len(data) * done // n - len(data) * first // n)
-        # Early exit for data the model cannot predict (binary, random): extrapolate the cost.
-        if enc.num_bytes() * 8 * n / done > give_up_bits * 1.25 + 1024:
+        # Early exit for data the model cannot predict (binary, random): extrapolate the cost,
+        # once enough tokens are coded that a cold start does not decide it.
+        if done >= GIVE_UP_AFTER and enc.num_bytes() * 8 * n / done > give_up_bits * 1.25 + 1024:
             return None
     return enc.finish(), n
 

@@ -7,7 +7,9 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -229,3 +231,26 @@ def test_teacher_round_trip_and_coder_overhead(teacher):
     assert header.segments[0].token_count == n
     assert payload_bits <= ideal * 1.005 + 40
     assert payload_bits / len(data) < 2.5  # English through the teacher: far below zstd's ~3.5
+
+
+def _rows_in_parts(lm, ids, p, part_tokens):
+    saved, codec.FORWARD_CHUNK = codec.FORWARD_CHUNK, part_tokens
+    try:
+        return list(codec.coded_rows(lm, ids, p))
+    finally:
+        codec.FORWARD_CHUNK = saved
+
+
+@settings(max_examples=30)
+@given(data=st.binary(min_size=1, max_size=400), part=st.integers(1, 70), window=st.integers(2, 80),
+       overlap=st.integers(0, 79))
+def test_encoder_rows_do_not_depend_on_the_forward_parts(tiny, data, part, window, overlap):
+    """Windows run through the model in parts (so the encoder can give up early): same rows,
+    contiguous slices, and part ranges that cover every token once."""
+    ids = np.asarray(tiny.tokenizer.encode(data), dtype=np.int64)
+    p = codec.CodecParams(window=window, overlap=overlap % window, adapt=None)
+    parted, whole = _rows_in_parts(tiny, ids, p, part), _rows_in_parts(tiny, ids, p, 10**6)
+    assert torch.equal(torch.cat([r for _, _, r, _ in parted]), torch.cat([r for _, _, r, _ in whole]))
+    assert [a for a, *_ in parted] == [0] + [b for _, b, *_ in parted][:-1] and parted[-1][1] == len(ids)
+    ranges = [pt for *_, pt in parted if pt is not None]
+    assert [f for f, _ in ranges] == [0] + [e for _, e in ranges][:-1] and ranges[-1][1] == len(ids)
