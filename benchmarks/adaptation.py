@@ -72,8 +72,7 @@ def hidden_slices(lm, ids, p: CodecParams, cache: Path | None, key: bytes):
 
 def schedule(lm, window: int | None = None, overlap: int | None = None) -> CodecParams:
     """The codec's window schedule (its defaults, capped by the model's context), one segment, no adaptation."""
-    window = window or min(CodecParams.window, lm.model.cfg.max_context)
-    overlap = min(CodecParams.overlap, window // 4) if overlap is None else overlap
+    window, overlap = CodecParams.schedule(lm.model.cfg.max_context, window, overlap)
     p = CodecParams(window=window, overlap=overlap, adapt=None)
     p.validate(lm.model.cfg.max_context)
     return p

@@ -11,10 +11,11 @@ bytes/s of each decoding, and the speed-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
-from lmzip import codec, zoo
+from lmzip import codec, container, zoo
 from lmzip.api import Compressor
 
 
@@ -33,8 +34,6 @@ class _Steps:
 
 
 def timed_decode(lm, blob: bytes, guesses: int) -> tuple[bytes, float, int]:
-    import dataclasses
-
     saved, codec.MAX_GUESSES = codec.MAX_GUESSES, guesses
     steps = _Steps(lm.model)
     try:
@@ -62,7 +61,7 @@ def main() -> None:
     for path in args.files:
         data = Path(path).read_bytes()[: args.bytes]
         blob = comp.compress(data)
-        tokens = sum(s.token_count for s in codec.C.read_container(blob)[0].segments)
+        tokens = sum(s.token_count for s in container.read_container(blob)[0].segments)
         out1, t1, _ = timed_decode(lm, blob, 0)
         out2, t2, steps = timed_decode(lm, blob, codec.MAX_GUESSES)
         if out1 != data or out2 != data:

@@ -48,10 +48,7 @@ class Compressor:
                  top_k: int = CodecParams.top_k, fallback: bool = True, adapt: bool | AdaptParams = True,
                  transforms: bool = True) -> None:
         self.model = _load(model, device)
-        if window is None:  # the default window, or the model's whole context if that is shorter
-            window = min(CodecParams.window, self.model.model.cfg.max_context)
-        if overlap is None:
-            overlap = min(CodecParams.overlap, window // 4)
+        window, overlap = CodecParams.schedule(self.model.model.cfg.max_context, window, overlap)
         if adapt is True:
             adapt = AdaptParams()
         self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, top_k=top_k,

@@ -56,6 +56,16 @@ class CodecParams:
     adapt: AdaptParams | None = AdaptParams()  # None: the model alone
     transforms: bool = True  # allow reversible transforms (CRLF -> LF) where they apply
 
+    @staticmethod
+    def schedule(max_context: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """(window, overlap) with the defaults filled in: the default window, or the model's whole
+        context if that is shorter, and the default overlap, at most a quarter of the window."""
+        if window is None:
+            window = min(CodecParams.window, max_context)
+        if overlap is None:
+            overlap = min(CodecParams.overlap, window // 4)
+        return window, overlap
+
     def validate(self, max_context: int) -> None:
         if not 1 <= self.window <= max_context:
             raise ValueError(f"window must be 1..{max_context} tokens")
@@ -319,8 +329,8 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
     steps = 0
     while active:
         # Every stream's tokens sit at positions row, row + 1, ... of its window (cache.lengths == row).
-        n = min(STEP_ROWS // len(active), MAX_GUESSES + 1, cache.capacity - max(st.row for st in active))
-        guesses = [st.drafter.guess(max(0, min(n, st.length - st.row) - 1)) for st in active]
+        room = min(STEP_ROWS // len(active), MAX_GUESSES + 1, cache.capacity - max(st.row for st in active))
+        guesses = [st.drafter.guess(max(0, min(room, st.length - st.row) - 1)) for st in active]
         n = 1 + max(map(len, guesses))
         first = [st.input(st.start + st.row) for st in active]
         inputs = torch.tensor([[x, *g] + [x] * (n - 1 - len(g)) for x, g in zip(first, guesses)], dtype=torch.int64)

@@ -53,13 +53,13 @@ class Drafter:
     def guess(self, limit: int) -> list[int]:
         """Up to ``limit`` tokens likely to come next, each guessed after the ones before it."""
         out: list[int] = []
-        recent = list(self._recent)
+        recent = list(self._recent)  # grows by the guesses; _propose reads only its tail
         while len(out) < limit:
             token = self._propose(recent)
             if token is None:
                 break
             out.append(token)
-            recent = recent[1:] + [token] if len(recent) >= ORDERS[0] else recent + [token]
+            recent.append(token)
         return out
 
     def _propose(self, recent: list[int]) -> int | None:

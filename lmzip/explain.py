@@ -141,7 +141,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         best = max(pred.last.items(), key=lambda kv: kv[1])
         helper[i] = COMPONENTS.index(best[0]) if best[1] > f0 else -1
 
-    for a, b, f, window in predicted_rows(lm, ids, p, on_token=learned if p.adapt else None):
+    for a, b, f, part in predicted_rows(lm, ids, p, on_token=learned if p.adapt else None):
         f = torch.as_tensor(f)
         tg = targets[a:b]
         total += ideal_bits(tg, f, p.total_bits)  # exactly lm_cost_bits' sum
@@ -155,8 +155,8 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         if k:
             gi, gf = select_top_k(rows, k)
             g_ids[a:b], g_freq[a:b] = gi, gf
-        if progress and window is not None:
-            progress(len(data) * window[1] // n - len(data) * window[0] // n)
+        if progress and part is not None:
+            progress(len(data) * part[1] // n - len(data) * part[0] // n)
     payload = enc.finish()
     if not p.adapt:
         plain[:] = bits
