@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # runs from a checkout, installed or not
@@ -39,6 +38,7 @@ import make_vectors  # noqa: E402  (the Compressor behind each committed vector)
 
 import lmzip  # noqa: E402
 from lmzip import zoo  # noqa: E402
+from lmzip.codec import to_numpy  # noqa: E402
 
 VECTORS = ROOT / "tests" / "vectors"
 # The teacher's tables are hashed over these committed texts; tests/vectors/teacher-digest.json
@@ -74,11 +74,13 @@ class Report:
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
-def table_digest(rows: torch.Tensor) -> str:
-    return hashlib.sha256(rows.to("cpu", torch.int32).contiguous().numpy().tobytes()).hexdigest()
+def table_digest(rows) -> str:
+    return hashlib.sha256(np.ascontiguousarray(to_numpy(rows), dtype=np.int32).tobytes()).hexdigest()
 
 
 def check_vectors(rep: Report, device: str, prefix: str, out: Path | None = None) -> None:
@@ -109,25 +111,25 @@ def teacher_digests(device: str) -> dict[str, str]:
     """Digests of the teacher's tables over the committed texts, computed three ways that must agree."""
     lm = zoo.load("smollm2-135m", device=device)
     text = b"".join((VECTORS / name).read_bytes() for name in DIGEST_TEXTS)
-    ids = torch.tensor(lm.tokenizer.encode(text)[:DIGEST_TOKENS], dtype=torch.int64)
+    ids = np.asarray(lm.tokenizer.encode(text)[:DIGEST_TOKENS], dtype=np.int64)
     model = lm.model
     full = model.frequencies(ids[None])[0]
     out = {"full": table_digest(full)}
     # A batch of three streams of different lengths: stream 1 must not notice the others.
     cache = model.new_cache(3, DIGEST_TOKENS)
-    others = torch.flip(ids, [0])
-    batch = torch.stack([others, ids, others.roll(7)])
+    others = ids[::-1].copy()
+    batch = np.stack([others, ids, np.roll(others, 7)])
     h = model.hidden(cache, batch)
-    out["batch3_stream1"] = table_digest(torch.cat([model.head_frequencies(h[1, i:i + 128])
-                                                    for i in range(0, DIGEST_TOKENS, 128)]))
+    out["batch3_stream1"] = table_digest(np.concatenate([to_numpy(model.head_frequencies(h[1, i:i + 128]))
+                                                         for i in range(0, DIGEST_TOKENS, 128)]))
     # The decoder's path: prefill in uneven chunks, then one token at a time.
     cache = model.new_cache(1, DIGEST_TOKENS)
     rows, pos = [], 0
     for n in [37, 200, 113] + [1] * 50:
-        rows.append(model.step(cache, ids[None, pos:pos + n])[0])
+        rows.append(to_numpy(model.step(cache, ids[None, pos:pos + n])[0]))
         pos += n
-    rows.append(model.step(cache, ids[None, pos:])[0])
-    out["steps"] = table_digest(torch.cat(rows))
+    rows.append(to_numpy(model.step(cache, ids[None, pos:])[0]))
+    out["steps"] = table_digest(np.concatenate(rows))
     return out
 
 
@@ -174,10 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     rep = Report(a.json)
-    dev_name = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else platform.processor() or "cpu"
-    rep.meta(device=a.device, device_name=dev_name, torch=torch.__version__, threads=torch.get_num_threads(),
-             python=platform.python_version(), numpy=np.__version__)
-    print(f"device {a.device} ({dev_name}), torch {torch.__version__}", flush=True)
+    from lmzip import native
+
+    runtime = zoo.runtime_for(a.device)
+    if a.device.startswith("cuda"):
+        import torch
+
+        dev_name, versions = torch.cuda.get_device_name(0), {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    else:
+        dev_name, versions = platform.processor() or "cpu", {"native": native.describe()}
+    rep.meta(device=a.device, device_name=dev_name, runtime=runtime, python=platform.python_version(),
+             numpy=np.__version__, **versions)
+    print(f"device {a.device} ({dev_name}), runtime {runtime}, {versions}", flush=True)
     t0 = time.perf_counter()
     check_vectors(rep, a.device, "tiny-")
     if not a.tiny_only:

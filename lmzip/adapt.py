@@ -384,17 +384,24 @@ class AdaptivePredictor:
 
     def digest(self) -> str:
         """SHA-256 over the whole learned state (tests compare encoder and decoder with it)."""
-        d = hashlib.sha256()
-        d.update(self.unigram.tobytes())
-        for a in sorted(self.bigram):
-            keys, vals = self.bigram[a]
-            d.update(struct.pack("<q", a) + keys.tobytes() + vals.tobytes())
-        d.update(struct.pack("<qqq", self.beta, self.match_ptr, self.match_len))
-        for k in sorted(self.weights):
-            d.update(struct.pack("<q", k) + self.weights[k].tobytes())
-        for k in sorted(self.weights2):
-            d.update(struct.pack("<q", -1 - k) + self.weights2[k].tobytes())
-        d.update(repr([sorted((c, sorted(v.items())) for c, v in t.items()) for t in self.ngrams]).encode())
-        d.update(repr(sorted(self.match_index.items())).encode())
-        d.update(np.asarray(self.history, dtype=np.int64).tobytes())
-        return d.hexdigest()
+        return state_digest(self.unigram, self.bigram, self.beta, self.match_ptr, self.match_len, self.weights,
+                            self.weights2, self.ngrams, self.match_index, self.history)
+
+
+def state_digest(unigram, bigram, beta, match_ptr, match_len, weights, weights2, ngrams, match_index, history) -> str:
+    """SHA-256 over a predictor's whole learned state, in this module's shapes (the native
+    predictor exports its state in the same shapes, so the two digests compare)."""
+    d = hashlib.sha256()
+    d.update(np.asarray(unigram, dtype=np.int64).tobytes())
+    for a in sorted(bigram):
+        keys, vals = bigram[a]
+        d.update(struct.pack("<q", a) + np.asarray(keys, dtype=np.int64).tobytes() + np.asarray(vals, dtype=np.int64).tobytes())
+    d.update(struct.pack("<qqq", beta, match_ptr, match_len))
+    for k in sorted(weights):
+        d.update(struct.pack("<q", k) + np.asarray(weights[k], dtype=np.int64).tobytes())
+    for k in sorted(weights2):
+        d.update(struct.pack("<q", -1 - k) + np.asarray(weights2[k], dtype=np.int64).tobytes())
+    d.update(repr([sorted((c, sorted(v.items())) for c, v in t.items()) for t in ngrams]).encode())
+    d.update(repr(sorted(match_index.items())).encode())
+    d.update(np.asarray(history, dtype=np.int64).tobytes())
+    return d.hexdigest()

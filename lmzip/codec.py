@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from . import container as C
 from . import transforms
@@ -38,7 +37,10 @@ AUTO_STREAMS = 16
 # The encoder runs a window through the model in parts this long, and may give up after each.
 FORWARD_CHUNK = 1024
 GIVE_UP_AFTER = 2048  # tokens coded before the encoder may give a segment up
-CACHE_TOKEN_SLOTS = 16 * 2048  # a decoding batch holds at most this many windows' tokens (~3 GB for the teacher)
+CACHE_TOKEN_SLOTS = 16 * 2048  # a decoding batch holds at most this many windows' tokens (~1.5 GB for the teacher)
+# The native runtime's fused loops (model rows predicted, coded and learned in one call per slice);
+# False takes the same steps one call at a time, so tests can watch the predictor between tokens.
+FUSED = True
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,32 @@ class CodecParams:
         return -(-total // max(1, -(-total // size)))  # equal parts: no short tail segment
 
 
+def to_numpy(x) -> np.ndarray:
+    """A model output (numpy, or a torch tensor of the reference runtime, any device) as numpy."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def is_native(lm: LoadedModel) -> bool:
+    """Whether the model runs on the native runtime (then the coder and predictor do too)."""
+    return getattr(lm.model, "runtime", "reference") == "native"
+
+
+def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
+    if is_native(lm):
+        from .native.coding import NativeTokenEncoder
+
+        return NativeTokenEncoder(total_bits=total_bits, top_k=top_k)
+    return TokenEncoder(total_bits=total_bits, top_k=top_k)
+
+
+def new_decoder(lm: LoadedModel, data: bytes, total_bits: int, top_k: int):
+    if is_native(lm):
+        from .native.coding import NativeTokenDecoder
+
+        return NativeTokenDecoder(data, total_bits=total_bits, top_k=top_k)
+    return TokenDecoder(data, total_bits=total_bits, top_k=top_k)
+
+
 def windows(n: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
     """Schedule over the inputs s[0..n-1] of s = [BOS] + tokens (input i predicts tokens[i]).
 
@@ -125,7 +153,7 @@ def split_segments(data: bytes | memoryview, target: int) -> list[tuple[int, int
 
 
 def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "frequencies"
-               ) -> Iterator[tuple[int, int, torch.Tensor, tuple[int, int] | None]]:
+               ) -> Iterator[tuple[int, int, np.ndarray, tuple[int, int] | None]]:
     """The model's rows for one segment's token ids, in coding order.
 
     Yields (a, b, rows, part): ``rows`` [b - a, V] predict ids[a:b] (``kind``:
@@ -136,7 +164,7 @@ def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "fr
     progress or give up between parts. The head runs in slices of 256 rows.
     """
     model, n = lm.model, len(ids)
-    s = torch.from_numpy(np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64)) if n else None
+    s = np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64) if n else None
     head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h}[kind]
     for start, ctx, length in windows(n, p.window, p.overlap):
         cache = model.new_cache(1, length)
@@ -155,14 +183,18 @@ def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
     classes = lm.extra.get("token_classes")
     if params.mixer2 and classes is None:  # once per loaded model: a pass over the vocabulary
         classes = lm.extra["token_classes"] = token_classes(lm.tokenizer.token_bytes, V)
-    return AdaptivePredictor(params, lm.model.out_exp.cpu().numpy(), V, classes)
+    if is_native(lm):
+        from .native.coding import NativePredictor
+
+        return NativePredictor(params, lm.model.out_exp, V, classes)  # type: ignore[return-value]
+    return AdaptivePredictor(params, to_numpy(lm.model.out_exp), V, classes)
 
 
 TokenHook = Callable[[int, AdaptivePredictor, np.ndarray], None]
 
 
 def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: TokenHook | None = None
-                   ) -> Iterator[tuple[int, int, torch.Tensor | np.ndarray, tuple[int, int] | None]]:
+                   ) -> Iterator[tuple[int, int, np.ndarray, tuple[int, int] | None]]:
     """The frequency rows compression codes for one segment, in coding order (see ``coded_rows``):
     the model's own, or with ``p.adapt`` the adaptive predictor's, which learns each token
     after its row is made. ``on_token(i, predictor, logits)`` runs after token i is learned.
@@ -173,7 +205,7 @@ def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: T
         return
     pred = new_predictor(lm, p.adapt)
     for a, b, z, part in coded_rows(lm, ids, p, kind="logits"):
-        z = z.cpu().numpy()
+        z = to_numpy(z)
         rows = np.empty(z.shape, dtype=np.int32)  # what the model gives the coder too
         for i in range(b - a):
             rows[i] = pred.predict(z[i])
@@ -188,10 +220,23 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
     """LM-code one segment; None as soon as it is clearly losing to ``give_up_bits`` (the fallback's size)."""
     ids = lm.tokenizer.encode(data)
     n = len(ids)
-    targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
-    enc = TokenEncoder(total_bits=p.total_bits, top_k=p.top_k)
-    for a, b, freqs, part in predicted_rows(lm, ids, p):
-        enc.encode_many(targets[a:b], freqs)
+    targets = np.asarray(ids, dtype=np.int64)
+    enc = new_encoder(lm, p.total_bits, p.top_k)
+    if is_native(lm) and p.adapt is not None and FUSED:
+        # The same rows as predicted_rows, predicted, coded and learned in one native call per slice.
+        pred = new_predictor(lm, p.adapt)
+
+        def fused():
+            for a, b, z, part in coded_rows(lm, ids, p, kind="logits"):
+                pred.encode_logits(enc, z, targets[a:b])  # type: ignore[attr-defined]
+                yield a, b, None, part
+
+        source = fused()
+    else:
+        source = predicted_rows(lm, ids, p)
+    for a, b, freqs, part in source:
+        if freqs is not None:
+            enc.encode_many(targets[a:b], freqs)
         if part is None:
             continue
         first, done = part
@@ -257,15 +302,17 @@ class _Stream:
     """Decoding state of one LM segment inside a batch."""
 
     def __init__(self, index: int, seg: C.Segment, payload, header: C.Header, bos: int,
-                 predictor: AdaptivePredictor | None = None):
+                 predictor: AdaptivePredictor | None = None, decoder=None, native: bool = False):
+        decoder = decoder or (lambda data, tb, k: TokenDecoder(data, total_bits=tb, top_k=k))
         self.index, self.n = index, seg.token_count
         self.original_length, self.reported = seg.original_length, 0  # for progress reports
-        self.dec = TokenDecoder(bytes(payload), total_bits=header.total_bits, top_k=header.top_k)
+        self.dec = decoder(bytes(payload), header.total_bits, header.top_k)
         self.tokens: list[int] = []
         self.sched = windows(self.n, header.window_tokens, header.overlap_tokens)
         self.bos = bos
         self.predictor = predictor
         self.drafter = Drafter()
+        self.native = native
         self.start = self.ctx = self.length = self.row = 0
 
     def input(self, i: int) -> int:
@@ -282,6 +329,14 @@ class _Stream:
 
         Row k was computed with the guesses before it as input, so it is the true row only
         if those guesses were the tokens decoded (see ``draft.py``)."""
+        if self.native:  # the same loop in one native call: predict, decode, learn per row
+            room = min(len(guesses) + 1, self.length - self.row)
+            syms = self.dec.decode_run(self.predictor, rows, guesses[: room - 1])
+            for sym in syms:
+                self.tokens.append(sym)
+                self.drafter.learn(sym)
+            self.row += len(syms)
+            return len(syms)
         used = 0
         while True:
             f = rows[used] if self.predictor is None else self.predictor.predict(rows[used])
@@ -320,7 +375,7 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
         cache.reset(slot)
         if st.ctx:
             sub = model.new_cache(1, st.ctx)
-            ctx = torch.tensor([[st.input(st.start + i) for i in range(st.ctx)]], dtype=torch.int64)
+            ctx = np.array([[st.input(st.start + i) for i in range(st.ctx)]], dtype=np.int64)
             model.hidden(sub, ctx)  # keys/values only: these rows were coded by the previous window
             cache.copy_stream(slot, sub)
 
@@ -333,12 +388,12 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
         guesses = [st.drafter.guess(max(0, min(room, st.length - st.row) - 1)) for st in active]
         n = 1 + max(map(len, guesses))
         first = [st.input(st.start + st.row) for st in active]
-        inputs = torch.tensor([[x, *g] + [x] * (n - 1 - len(g)) for x, g in zip(first, guesses)], dtype=torch.int64)
+        inputs = np.array([[x, *g] + [x] * (n - 1 - len(g)) for x, g in zip(first, guesses)], dtype=np.int64)
         h = model.hidden(cache, inputs)
         if active[0].predictor is None:
             rows = model.head_frequencies(h)
         else:  # the adaptive predictor turns each stream's logits into its frequencies
-            rows = model.head_logits(h).cpu().numpy()
+            rows = to_numpy(model.head_logits(h))
         steps += 1
         if progress and steps % 32 == 0:
             for st in active:
@@ -394,13 +449,17 @@ def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, 
             if lm is None:
                 raise ValueError("a model is needed for this file")
             pred = new_predictor(lm, adapt) if adapt else None
-            lm_streams.append(_Stream(i, seg, payload, header, lm.tokenizer.bos_id, pred))
+            native = is_native(lm) and FUSED
+            lm_streams.append(_Stream(i, seg, payload, header, lm.tokenizer.bos_id, pred,
+                                      lambda data, tb, k: new_decoder(lm, data, tb, k), native))
         else:
             out[i] = C.decode_fallback_segment(seg, payload, i)
             if progress:
                 progress(seg.original_length)
     if lm_streams:
         check_model(header, lm)
+        if header.total_bits != lm.model.total_bits:  # the model's rows sum to 2**24: nothing else decodes
+            raise FormatError(f"unsupported total_bits {header.total_bits} for model-coded segments")
     # Keys/values cost ~92 KB per token slot for the teacher: bound the cache, not just the streams.
     batch = max(1, min(batch, CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
     for b0 in range(0, len(lm_streams), batch):
@@ -430,7 +489,7 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
 
     p = p or CodecParams()
     ids = lm.tokenizer.encode(transforms.forward(data, transforms.choose(data, p.transforms)))
-    targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    targets = np.asarray(ids, dtype=np.int64)
     bits = sum(ideal_bits(targets[a:b], freqs, p.total_bits) for a, b, freqs, _ in predicted_rows(lm, ids, p))
     return float(bits), len(ids)
 

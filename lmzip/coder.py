@@ -77,9 +77,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from typing import TYPE_CHECKING
+
 import constriction
 import numpy as np
-import torch
 
 from lmzip.errors import FormatError, TrailingDataError, TruncatedError
 
@@ -107,6 +108,15 @@ _Categorical = constriction.stream.model.Categorical
 _FAMILY = _Categorical(perfect=False)
 
 
+if TYPE_CHECKING:
+    import torch
+
+
+def _is_tensor(x: Any) -> bool:
+    """A torch tensor (checked without importing torch: the native path runs without it)."""
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
 def _check_params(total_bits: int, top_k: int) -> None:
     if not isinstance(total_bits, int) or not 1 <= total_bits <= CONSTRICTION_PRECISION:
         raise ValueError(f"total_bits must be an int in 1..{CONSTRICTION_PRECISION}, got {total_bits!r}")
@@ -121,7 +131,9 @@ def _as_rows(freqs: Any, ndim: int, keep_device: bool = False) -> np.ndarray | t
     returned as a tensor on that device (the top-K work then runs there).  CPU work is done in
     numpy on purpose: small multi-threaded torch ops can stall badly on a busy machine.
     """
-    if isinstance(freqs, torch.Tensor):
+    if _is_tensor(freqs):
+        import torch
+
         t = freqs.detach()
         if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
             raise ValueError(f"frequencies must be integers, got dtype {t.dtype}")
@@ -150,7 +162,7 @@ def _validate(rows: np.ndarray | torch.Tensor, total_bits: int) -> None:
     """
     if rows.shape[0] == 0:
         return
-    if isinstance(rows, torch.Tensor):
+    if _is_tensor(rows):
         low = int(rows.min())
         sums = rows.sum(dim=1).cpu().numpy()  # int64 for integer input
     else:
@@ -175,19 +187,28 @@ def select_top_k(rows: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, n
     n, v = rows.shape
     if not 1 <= k < v:
         raise ValueError(f"need 1 <= k < V, got k={k}, V={v}")
-    t = rows if isinstance(rows, torch.Tensor) else torch.from_numpy(rows)
     # Take k2 > k candidates.  The multiset of the k2 largest values is unique; if the k-th
     # largest value is bigger than the k2-th, every entry >= the k-th value is a candidate, so
     # ordering the candidates by the unique key (freq desc, id asc) and keeping k is exact,
     # whichever of several equal entries topk happened to pick at the k2 boundary.
     k2 = min(v, k + max(16, k // 4))
-    vals_t, idx_t = torch.topk(t, k2, dim=1, largest=True, sorted=True)
-    vals = vals_t.cpu().numpy().astype(np.int64)
-    idx = idx_t.cpu().numpy().astype(np.int64)
+    t = rows
+    if _is_tensor(rows):
+        import torch
+
+        vals_t, idx_t = torch.topk(t, k2, dim=1, largest=True, sorted=True)
+        vals = vals_t.cpu().numpy().astype(np.int64)
+        idx = idx_t.cpu().numpy().astype(np.int64)
+    else:
+        part = np.argpartition(t, v - k2, axis=1)[:, v - k2:]  # the k2 largest, in no order
+        pv = np.take_along_axis(t, part, 1).astype(np.int64)
+        order = np.argsort(-pv, axis=1, kind="stable")
+        idx = np.take_along_axis(part, order, 1).astype(np.int64)
+        vals = np.take_along_axis(pv, order, 1)
     if k2 < v:
         unsure = np.flatnonzero(vals[:, k - 1] == vals[:, k2 - 1])
         for r in unsure.tolist():  # more than k2 - k ties at the k-th value: exact pass over the row
-            row = t[r].cpu().numpy()
+            row = t[r].cpu().numpy() if _is_tensor(t) else t[r]
             kth = vals[r, k - 1]
             above = np.flatnonzero(row > kth)
             equal = np.flatnonzero(row == kth)[: k - above.shape[0]]  # the smallest ids
@@ -288,7 +309,7 @@ class TokenEncoder:
         if self._finished:
             raise ValueError("encoder already finished")
         rows = _as_rows(freqs, 2, keep_device=True)
-        if isinstance(symbols, torch.Tensor):
+        if _is_tensor(symbols):
             syms = symbols.detach().cpu().numpy()
         else:
             syms = np.asarray(symbols)
@@ -314,7 +335,7 @@ class TokenEncoder:
         if v == 1:
             return  # a certain symbol costs nothing
         if k == 0 or v <= k:
-            if isinstance(rows, torch.Tensor):
+            if _is_tensor(rows):
                 rows = rows.cpu().numpy()
             self._enc.encode(syms.astype(np.int32), _FAMILY, _single_weights(rows, self.total_bits))
             return
@@ -328,7 +349,9 @@ class TokenEncoder:
             self._enc.encode(stage1, _FAMILY, weights)
             return
         self.num_escapes += int(escaped.size)
-        if isinstance(rows, torch.Tensor):
+        if _is_tensor(rows):
+            import torch
+
             esc_rows = rows.index_select(0, torch.from_numpy(escaped).to(rows.device)).cpu().numpy()
         else:
             esc_rows = rows[escaped]
@@ -448,7 +471,7 @@ class TokenDecoder:
 def ideal_bits(symbols: Any, freqs: Any, total_bits: int = DEFAULT_TOTAL_BITS) -> float:
     """Ideal code length in bits: ``sum(total_bits - log2(freqs[i, symbols[i]]))``."""
     rows = _as_rows(freqs, 2)
-    if isinstance(symbols, torch.Tensor):
+    if _is_tensor(symbols):
         symbols = symbols.detach().cpu().numpy()
     syms = np.asarray(symbols, dtype=np.int64).reshape(-1)
     if syms.shape[0] != rows.shape[0]:

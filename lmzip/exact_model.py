@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -38,68 +37,10 @@ import torch
 from . import luts
 from .errors import ModelError
 
-# Numerics, part of every compressed file's meaning: changing any of these changes the
-# model's output, so they are versioned together (NUMERICS_VERSION, recorded in model configs).
-NUMERICS_VERSION = 1
-ACT_MAX = 32639  # int16 activations, = 127 * 256 + 127 so both int8 halves fit (see _Linear)
-RES_BITS = 16  # residual stream fixed point: value * 2**16, kept integral
-QK_BITS = 12  # query/key fixed point
-V_BITS = QK_BITS  # value fixed point (shared: q, k, v are fixed in one operation)
-QK_LIMIT = float(2**20)  # clamp for q, k, v integers (see bounds above)
-ROPE_BITS = 16  # cos/sin table resolution
-EXP_STEP_BITS = 10  # exp tables are indexed on a 1/1024 grid of the exponent
-ATTN_EXP_BITS = 20  # attention weights: integers <= 2**20
-OUT_EXP_BITS = 30  # output distribution before normalisation: integers <= 2**30
-SIG_STEP_BITS = 10  # sigmoid table grid 1/1024
-SIG_BITS = 24  # sigmoid values * 2**24
-SIG_RANGE = 16  # sigmoid table covers [-16, 16]; saturates outside
-TOTAL_BITS = 24  # each frequency row sums to 2**24 (the range coder's precision)
-MAX_CONTEXT = 4096  # longest sequence the e.v bound allows
-
-
-@dataclass(frozen=True)
-class ExactConfig:
-    """Shape of an exact model (the numerics are module constants, versioned by ``numerics``)."""
-
-    vocab_size: int
-    dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    ffn_dim: int
-    rope_theta: float
-    norm_eps: float
-    max_context: int = MAX_CONTEXT
-    numerics: int = NUMERICS_VERSION
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, indent=1)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ExactConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-
-def tensor_names(cfg: ExactConfig) -> list[str]:
-    """Names of the integer weights (``*.q`` int8) and their per-row scales (``*.scale`` float32)."""
-    names = ["embed", "head"]
-    for i in range(cfg.n_layers):
-        names += [f"layers.{i}.{w}" for w in ("wqkv", "wo", "w13", "w2")]
-    return [n + s for n in names for s in (".q", ".scale")]
-
-
-def _check_bounds(cfg: ExactConfig) -> None:
-    if cfg.numerics != NUMERICS_VERSION:
-        raise ModelError(f"model uses numerics version {cfg.numerics}; this lmzip implements {NUMERICS_VERSION}")
-    if cfg.dim % cfg.n_heads or cfg.n_heads % cfg.n_kv_heads or cfg.head_dim % 2:
-        raise ModelError("inconsistent attention shape in model config")
-    if max(cfg.dim, cfg.ffn_dim) > 2**16 or cfg.head_dim > 256 or cfg.max_context > MAX_CONTEXT:
-        raise ModelError("model shape exceeds the bounds that keep float64 reductions exact")
+from .model_spec import (ACT_MAX, ATTN_EXP_BITS, EXP_STEP_BITS, MAX_CONTEXT, NUMERICS_VERSION, OUT_EXP_BITS,  # noqa: F401
+                         QK_BITS, QK_LIMIT, RES_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE, SIG_STEP_BITS, TOTAL_BITS, V_BITS,
+                         ExactConfig, tensor_names)
+from .model_spec import check_bounds as _check_bounds
 
 
 class _Linear:
@@ -213,6 +154,8 @@ class ExactModel:
     batch size, the split into steps, the thread count or the device.
     """
 
+    runtime = "reference"
+
     def __init__(self, cfg: ExactConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
         _check_bounds(cfg)
         missing = [n for n in tensor_names(cfg) if n not in tensors]
@@ -230,11 +173,15 @@ class ExactModel:
         ]
         hd = cfg.head_dim
         cos, sin = luts.rope_tables(hd, float(cfg.rope_theta), cfg.max_context, ROPE_BITS)
-        self.rope_cos = cos.to(device=dev, dtype=torch.float64)
-        self.rope_sin = sin.to(device=dev, dtype=torch.float64)
-        self.attn_exp = luts.exp_table(EXP_STEP_BITS, ATTN_EXP_BITS).to(device=dev, dtype=torch.float64)
-        self.out_exp = luts.exp_table(EXP_STEP_BITS, OUT_EXP_BITS).to(dev)
-        self.sigmoid = luts.sigmoid_table(SIG_STEP_BITS, SIG_BITS, SIG_RANGE).to(device=dev, dtype=torch.float64)
+
+        def table(a, dtype=torch.float64):
+            return torch.from_numpy(a.copy()).to(device=dev, dtype=dtype)
+
+        self.rope_cos = table(cos)
+        self.rope_sin = table(sin)
+        self.attn_exp = table(luts.exp_table(EXP_STEP_BITS, ATTN_EXP_BITS))
+        self.out_exp = table(luts.exp_table(EXP_STEP_BITS, OUT_EXP_BITS), torch.int64)
+        self.sigmoid = table(luts.sigmoid_table(SIG_STEP_BITS, SIG_BITS, SIG_RANGE))
         # Real score = (q.k) / 2**(2*QK_BITS) / sqrt(head_dim); the exp table wants it on its grid.
         self.score_scale = float(2 ** (EXP_STEP_BITS - 2 * QK_BITS)) / math.sqrt(hd)
 
@@ -271,7 +218,7 @@ class ExactModel:
     def hidden(self, cache: KVCache, tokens: torch.Tensor) -> torch.Tensor:
         """Run the layers over tokens [B, n] appended to ``cache``; return the residual stream [B, n, d]."""
         cfg = self.cfg
-        tokens = tokens.to(self.device, torch.int64)
+        tokens = torch.as_tensor(tokens).to(self.device, torch.int64)
         B, n = tokens.shape
         if B != cache.batch:
             raise ValueError(f"batch of {B} streams for a cache of {cache.batch}")

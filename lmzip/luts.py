@@ -2,16 +2,21 @@
 
 libm and CUDA intrinsics may differ in the last bit between machines, so exp, sigmoid
 and the RoPE rotations come from integer tables computed here with Python's ``decimal``
-module (specified, correctly rounded arithmetic), the same on every platform. Each table
-is built in well under a second and cached per process.
+module (specified, correctly rounded arithmetic), the same on every platform. Tables are
+read-only numpy int64 arrays, cached per process; the RoPE tables (~0.4 s to build for the
+teacher) are also kept on disk under ``$LMZIP_HOME/tables``, checked by a digest on every load.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
+from pathlib import Path
 
-import torch
+import numpy as np
 
 _PREC = 50  # decimal digits; far beyond the 30-bit outputs, so recurrences cannot drift
 
@@ -39,7 +44,7 @@ def exp_table(step_bits: int, out_bits: int) -> torch.Tensor:
             vals.append(v)
             x *= base
     vals.append(0)
-    return torch.tensor(vals, dtype=torch.int64)
+    return _frozen(np.array(vals, dtype=np.int64))
 
 
 @lru_cache(maxsize=None)
@@ -56,7 +61,7 @@ def sigmoid_table(step_bits: int, out_bits: int, x_max: int) -> torch.Tensor:
         # sigmoid(-x) = 1 / (1 + e^x), sigmoid(x) = e^x / (1 + e^x)
         neg = [_to_int(one / (one + pos[j]), out_bits) for j in range(n, 0, -1)]
         nonneg = [_to_int(pos[j] / (one + pos[j]), out_bits) for j in range(0, n + 1)]
-    return torch.tensor(neg + nonneg, dtype=torch.int64)
+    return _frozen(np.array(neg + nonneg, dtype=np.int64))
 
 
 def _cos_sin(a: Decimal) -> tuple[Decimal, Decimal]:
@@ -79,12 +84,69 @@ def _cos_sin(a: Decimal) -> tuple[Decimal, Decimal]:
     return c, s
 
 
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # shared by every caller through the caches
+    return a
+
+
 @lru_cache(maxsize=None)
-def rope_tables(head_dim: int, theta: float, max_pos: int, out_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(head_dim: int, theta: float, max_pos: int, out_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Integer cos/sin tables [max_pos, head_dim // 2]: round(2**out_bits * cos(p * theta**(-2i/d))).
 
-    theta is taken as the exact decimal value of the float it arrives as.
+    theta is taken as the exact decimal value of the float it arrives as. Kept on disk once built.
     """
+    name = f"rope-v1-{head_dim}-{float(theta).hex()}-{max_pos}-{out_bits}.npy"
+    cached = _load_cached(name, (2, max_pos, head_dim // 2))
+    if cached is None:
+        cached = np.stack(_rope_tables(head_dim, float(theta), max_pos, out_bits))
+        _store_cached(name, cached)
+    return _frozen(cached[0].copy()), _frozen(cached[1].copy())
+
+
+def _cache_dir() -> Path:
+    from .resources import cache_home
+
+    return cache_home() / "tables"
+
+
+def _load_cached(name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A table stored by ``_store_cached``, or None if absent, damaged or of another shape."""
+    path = _cache_dir() / name
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    body, digest = raw[:-32], raw[-32:]
+    if len(raw) < 32 or hashlib.sha256(body).digest() != digest:
+        return None
+    try:
+        import io
+
+        a = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError):
+        return None
+    return a if a.shape == shape and a.dtype == np.int64 else None
+
+
+def _store_cached(name: str, a: np.ndarray) -> None:
+    """Write the table atomically with its sha256 appended; an unwritable cache is no error."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    body = buf.getvalue()
+    try:
+        d = _cache_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            f.write(body + hashlib.sha256(body).digest())
+        os.replace(tmp, d / name)
+    except OSError:
+        pass
+
+
+def _rope_tables(head_dim: int, theta: float, max_pos: int, out_bits: int) -> tuple[np.ndarray, np.ndarray]:
     half = head_dim // 2
     cos_rows = [[0] * half for _ in range(max_pos)]
     sin_rows = [[0] * half for _ in range(max_pos)]
@@ -99,4 +161,4 @@ def rope_tables(head_dim: int, theta: float, max_pos: int, out_bits: int) -> tup
                 cos_rows[p][i] = _to_int(c, out_bits)
                 sin_rows[p][i] = _to_int(s, out_bits)
                 c, s = c * c1 - s * s1, s * c1 + c * s1
-    return torch.tensor(cos_rows, dtype=torch.int64), torch.tensor(sin_rows, dtype=torch.int64)
+    return np.array(cos_rows, dtype=np.int64), np.array(sin_rows, dtype=np.int64)

@@ -1,7 +1,8 @@
-"""Small shared helpers: where shipped data lives, and checking a device name."""
+"""Small shared helpers: where shipped data and the cache live, and checking a device name."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import UsageError
@@ -17,9 +18,24 @@ def shipped_dir(package: str, source_dir: str) -> Path:
         return Path(__file__).resolve().parent.parent / source_dir
 
 
+def cache_home() -> Path:
+    """lmzip's data directory: $LMZIP_HOME, else the platform's user cache directory."""
+    env = os.environ.get("LMZIP_HOME")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("lmzip", appauthor=False))
+
+
 def check_device(device: str) -> None:
     """UsageError unless ``device`` names a torch device that exists here."""
-    import torch
+    if device == "cpu":
+        return  # always there, and the native runtime needs no torch for it
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(f"device {device!r} needs PyTorch (pip install torch); the CPU works without it") from None
 
     try:
         dev = torch.device(device)

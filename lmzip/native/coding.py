@@ -1,0 +1,151 @@
+"""Native token coding and adaptive prediction with the interfaces of ``coder.TokenEncoder``/
+``TokenDecoder`` and ``adapt.AdaptivePredictor``: the same bytes, the same state, the same errors."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..adapt import COMPONENTS, AdaptParams, state_digest
+from ..coder import CONSTRICTION_PRECISION, DEFAULT_TOP_K, DEFAULT_TOTAL_BITS, _check_params
+from ..errors import FormatError, TrailingDataError, TruncatedError
+from . import _native
+
+
+def _rows(freqs: Any, ndim: int) -> np.ndarray:
+    if hasattr(freqs, "detach"):
+        t = freqs.detach()
+        if t.is_floating_point() or t.is_complex() or str(t.dtype) == "torch.bool":
+            raise ValueError(f"frequencies must be integers, got dtype {t.dtype}")
+        freqs = t.cpu().numpy()
+    a = np.asarray(freqs)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"frequencies must be integers, got dtype {a.dtype}")
+    if a.dtype not in (np.int32, np.int64):
+        a = a.astype(np.int64)
+    if a.ndim != ndim or a.shape[-1] < 1:
+        raise ValueError(f"expected a {ndim}-d frequency array with rows, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _symbols(symbols: Any) -> np.ndarray:
+    if hasattr(symbols, "detach"):
+        symbols = symbols.detach().cpu().numpy()
+    s = np.asarray(symbols).reshape(-1)
+    if s.size and s.dtype.kind not in "iu":
+        raise ValueError(f"symbols must be integers, got dtype {s.dtype}")
+    return np.ascontiguousarray(s, dtype=np.int64)
+
+
+class NativeTokenEncoder:
+    """``coder.TokenEncoder`` on the native range coder (identical bytes)."""
+
+    def __init__(self, total_bits: int = DEFAULT_TOTAL_BITS, top_k: int = DEFAULT_TOP_K) -> None:
+        _check_params(total_bits, top_k)
+        self.total_bits, self.top_k = total_bits, top_k
+        self._e = _native.TokenEncoder(total_bits, top_k)
+
+    @property
+    def num_symbols(self) -> int:
+        return self._e.num_symbols
+
+    @property
+    def num_escapes(self) -> int:
+        return self._e.num_escapes
+
+    def encode(self, symbol: int, freqs: Any) -> None:
+        self.encode_many([symbol], _rows(freqs, 1)[None])
+
+    def encode_many(self, symbols: Sequence[int] | np.ndarray, freqs: Any) -> None:
+        rows = _rows(freqs, 2)
+        syms = _symbols(symbols)
+        if syms.shape[0] != rows.shape[0]:
+            raise ValueError(f"{syms.shape[0]} symbols but {rows.shape[0]} frequency rows")
+        if rows.shape[0]:
+            self._e.encode_many(syms, rows)
+
+    def num_bytes(self) -> int:
+        return 4 * self._e.num_words()
+
+    def finish(self) -> bytes:
+        return self._e.finish()
+
+
+class NativeTokenDecoder:
+    """``coder.TokenDecoder`` on the native range coder; always verifies (the shadow encoder is cheap)."""
+
+    def __init__(self, data: bytes, total_bits: int = DEFAULT_TOTAL_BITS, top_k: int = DEFAULT_TOP_K,
+                 verify: bool = True) -> None:
+        _check_params(total_bits, top_k)
+        self.total_bits, self.top_k = total_bits, top_k
+        self._data = bytes(data)
+        if self._data.endswith(b"\x00"):
+            raise FormatError("coded token stream ends in a zero byte (corrupt or not canonical)")
+        self._d = _native.TokenDecoder(self._data, total_bits, top_k)
+
+    @property
+    def num_symbols(self) -> int:
+        return self._d.num_symbols
+
+    @property
+    def num_escapes(self) -> int:
+        return self._d.num_escapes
+
+    def decode(self, freqs: Any) -> int:
+        sym = self._d.decode(_rows(freqs, 1))
+        if sym < 0:
+            raise FormatError("corrupt coded token stream: no symbol's interval holds the coded point")
+        return sym
+
+    def decode_run(self, predictor: "NativePredictor | None", rows: np.ndarray, guesses: list[int]) -> list[int]:
+        """Decode from rows[0], rows[1], ... while the guesses hold (see ``codec._Stream.decode``);
+        with a predictor the rows are the model's logits, else frequency rows."""
+        out = _native.decode_logits(predictor._p if predictor else None, self._d, rows, guesses)
+        if out and out[-1] < 0:
+            raise FormatError("corrupt coded token stream: no symbol's interval holds the coded point")
+        return out
+
+    def check_end(self) -> None:
+        canonical = self._d.canonical()
+        if canonical == self._data:
+            return
+        if canonical.startswith(self._data):
+            raise TruncatedError("coded token stream is truncated")
+        if self._data.startswith(canonical):
+            raise TrailingDataError("coded token stream has data left after the last symbol")
+        raise FormatError("coded token stream is corrupt (not the encoding of what it decodes to)")
+
+
+class NativePredictor:
+    """``adapt.AdaptivePredictor`` natively: ``predict(z)`` then ``update(token)``, token after token."""
+
+    def __init__(self, params: AdaptParams, exp_table: np.ndarray, vocab_size: int, classes: np.ndarray | None = None):
+        params.validate()
+        if params.mixer2 and (classes is None or len(classes) != vocab_size):
+            raise ValueError("the second mixer needs the token classes of the vocabulary")
+        self.p = params
+        cls = None if classes is None else np.ascontiguousarray(classes, dtype=np.int64)
+        self._p = _native.Predictor((params.bias_lr, params.bigram_lr, params.temp_lr, params.ngram_order,
+                                     params.match, params.mix_lr, params.mixer2),
+                                    np.ascontiguousarray(exp_table, dtype=np.int64), vocab_size, cls)
+
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        return self._p.predict(np.ascontiguousarray(z, dtype=np.int64))
+
+    def update(self, y: int) -> None:
+        self._p.update(int(y))
+
+    def encode_logits(self, encoder: NativeTokenEncoder, z: np.ndarray, targets: np.ndarray) -> None:
+        """Predict, code and learn each row of z [n, V] with its target, in one native call."""
+        _native.encode_logits(self._p, encoder._e, np.ascontiguousarray(z, dtype=np.int64),
+                              np.ascontiguousarray(targets, dtype=np.int64))
+
+    @property
+    def last(self) -> dict[str, int]:
+        raw = self._p.last()
+        names = ["teacher"] + [COMPONENTS[k] for k in range(1, 7)] + ["match"]
+        return {name: int(v) for name, v in zip(names, raw) if v >= 0}
+
+    def digest(self) -> str:
+        return state_digest(**self._p.state())

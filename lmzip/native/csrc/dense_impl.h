@@ -1,0 +1,181 @@
+// Loops over vocabulary-sized rows (the predictor, the coder's candidates, the model's output
+// distribution), written once as plain C++ and compiled once per SIMD level: this header is
+// included by kernels_portable.cpp and, under an AVX2 target pragma, by kernels_avx2.cpp, where
+// GCC vectorizes every loop. All arithmetic is integer; results never depend on the level.
+// Include only inside an anonymous namespace of a kernel file (no STL, no shared inline code).
+
+// First index of the maximum as a plain max-reduction: key = value * 2**24 + (2**24 - 1 - index)
+// (values < 2**39, indices < 2**24), so the largest key is the largest value at its first index.
+constexpr int64_t ARG_BITS = 24;
+constexpr int64_t ARG_MASK = (int64_t(1) << ARG_BITS) - 1;
+
+int64_t d_max(const int64_t* x, int n) {
+  int64_t m = x[0];
+  for (int i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
+// zb = (u >> 14) + z (beta == 1), or (u >> 14) + ((z * beta) >> 12); returns max(zb).
+int64_t d_biased(const int64_t* u, const int64_t* z, int64_t beta, int64_t* zb, int n) {
+  int64_t m = INT64_MIN;
+  if (beta == 4096) {
+    for (int i = 0; i < n; ++i) {
+      const int64_t v = (u[i] >> 14) + z[i];
+      zb[i] = v;
+      m = v > m ? v : m;
+    }
+  } else {
+    for (int i = 0; i < n; ++i) {
+      const int64_t v = (u[i] >> 14) + ((z[i] * beta) >> 12);
+      zb[i] = v;
+      m = v > m ? v : m;
+    }
+  }
+  return m;
+}
+
+// e = table[min(top - x, last)] (top >= every x); *sum = sum(e), *arg = first index of max(e).
+void d_exp_weights(const int64_t* x, int64_t top, const int64_t* table, int64_t last, int64_t* e, int n,
+                   int64_t* sum, int* arg) {
+  int64_t s = 0, key = -1;
+  for (int i = 0; i < n; ++i) {
+    int64_t d = top - x[i];
+    d = d < last ? d : last;
+    const int64_t v = table[d];
+    e[i] = v;
+    s += v;
+    const int64_t k = (v << ARG_BITS) | (ARG_MASK - i);
+    key = k > key ? k : key;
+  }
+  *sum = s;
+  *arg = int(ARG_MASK - (key & ARG_MASK));
+}
+
+// f = 1 + floor(e * r / 2**32) (e * r < 2**64); returns the sum of the floors (without the 1s).
+template <typename Out>
+int64_t d_scale(const int64_t* e, int64_t r, Out* f, int n) {
+  int64_t s = 0;
+  for (int i = 0; i < n; ++i) {
+    const int64_t x = int64_t((uint64_t(e[i]) * uint64_t(r)) >> 32);
+    f[i] = Out(x + 1);
+    s += x;
+  }
+  return s;
+}
+
+// e = (et >> sh) * dense (et >> sh < 2**31, dense < 2**17); returns sum(et >> sh).
+int64_t d_mix_dense(const int64_t* et, int sh, int64_t dense, int64_t* e, int n) {
+  int64_t s = 0;
+  const uint32_t dd = uint32_t(dense);
+  for (int i = 0; i < n; ++i) {
+    const uint32_t x = uint32_t(et[i] >> sh);
+    e[i] = int64_t(uint64_t(x) * dd);
+    s += x;
+  }
+  return s;
+}
+
+// e >>= sh (e >= 0); *sum = sum(e), *arg = first index of max(e).
+void d_shift_sum_arg(int64_t* e, int sh, int n, int64_t* sum, int* arg) {
+  int64_t s = 0, key = -1;
+  for (int i = 0; i < n; ++i) {
+    const int64_t v = int64_t(uint64_t(e[i]) >> sh);
+    e[i] = v;
+    s += v;
+    const int64_t k = (v << ARG_BITS) | (ARG_MASK - i);
+    key = k > key ? k : key;
+  }
+  *sum = s;
+  *arg = int(ARG_MASK - (key & ARG_MASK));
+}
+
+// u -= (f * lr) >> 16 (f <= 2**24, lr < 2**16).
+void d_unigram_step(int64_t* u, const int64_t* f, int64_t lr, int n) {
+  const uint32_t l = uint32_t(lr);
+  for (int i = 0; i < n; ++i) u[i] -= int64_t((uint64_t(uint32_t(f[i])) * l) >> 16);
+}
+
+void d_clip(int64_t* u, int64_t lim, int n) {
+  for (int i = 0; i < n; ++i) {
+    const int64_t v = u[i] < -lim ? -lim : u[i];
+    u[i] = v > lim ? lim : v;
+  }
+}
+
+// Sum of row[0..n) (int32 entries).
+int64_t d_sum32(const int32_t* row, int n) {
+  int64_t s = 0;
+  for (int i = 0; i < n; ++i) s += row[i];
+  return s;
+}
+
+// Minimum of row[0..n) (int32 entries).
+int32_t d_min32(const int32_t* row, int n) {
+  int32_t m = row[0];
+  for (int i = 1; i < n; ++i) m = row[i] < m ? row[i] : m;
+  return m;
+}
+
+// Indices i with f[i] >= thr, ascending, into out; returns their number. Blocks of 16 are tested
+// with one vectorizable OR first: most hold none.
+int d_select_ge(const int64_t* f, int64_t thr, int n, int32_t* out) {
+  int c = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int any = 0;
+    for (int j = 0; j < 16; ++j) any |= f[i + j] >= thr;
+    if (!any) continue;
+    for (int j = 0; j < 16; ++j)
+      if (f[i + j] >= thr) out[c++] = i + j;
+  }
+  for (; i < n; ++i)
+    if (f[i] >= thr) out[c++] = i;
+  return c;
+}
+
+// The k best entries of row by (frequency desc, id asc) into ids/freqs, in that order (k <= n).
+// A heap holds the best k so far with the worst at its root; ids arrive in ascending order, so
+// a later entry displaces the root only with a strictly larger frequency.
+struct TopE {
+  int32_t f, id;
+};
+inline bool sorts_after(const TopE& a, const TopE& b) { return a.f < b.f || (a.f == b.f && a.id > b.id); }
+inline void sift_down(TopE* h, int k, int i) {
+  for (;;) {
+    int w = i;
+    const int l = 2 * i + 1, r = l + 1;
+    if (l < k && sorts_after(h[l], h[w])) w = l;
+    if (r < k && sorts_after(h[r], h[w])) w = r;
+    if (w == i) return;
+    const TopE t = h[i];
+    h[i] = h[w];
+    h[w] = t;
+    i = w;
+  }
+}
+void d_top_k(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs) {
+  TopE h[256];  // k <= 256 (checked by callers)
+  for (int i = 0; i < k; ++i) h[i] = TopE{row[i], i};
+  for (int i = k / 2 - 1; i >= 0; --i) sift_down(h, k, i);
+  int32_t thr = h[0].f;
+  int v = k;
+  for (; v < n && v % 16; ++v)
+    if (row[v] > thr) h[0] = TopE{row[v], v}, sift_down(h, k, 0), thr = h[0].f;
+  for (; v + 16 <= n; v += 16) {
+    int any = 0;
+    for (int j = 0; j < 16; ++j) any |= row[v + j] > thr;
+    if (!any) continue;
+    for (int j = 0; j < 16; ++j)
+      if (row[v + j] > thr) h[0] = TopE{row[v + j], v + j}, sift_down(h, k, 0), thr = h[0].f;
+  }
+  for (; v < n; ++v)
+    if (row[v] > thr) h[0] = TopE{row[v], v}, sift_down(h, k, 0), thr = h[0].f;
+  // Heap sort: repeatedly move the worst to the end.
+  for (int end = k - 1; end > 0; --end) {
+    const TopE t = h[0];
+    h[0] = h[end];
+    h[end] = t;
+    sift_down(h, end, 0);
+  }
+  // h is now in order of "sorts after" ascending... i.e. best first.
+  for (int i = 0; i < k; ++i) ids[i] = h[i].id, freqs[i] = h[i].f;
+}

@@ -1,0 +1,109 @@
+// The SIMD kernels of the exact model, one implementation per instruction set.
+//
+// Each kernel computes exact integers (int8 x int16 dot products, integer attention sums held in
+// float64 below 2**53), so every implementation returns the same bits; they differ only in speed.
+// Kernel files include nothing but this header and intrinsics, so that code compiled for AVX2 or
+// AVX-512 cannot leak into the rest of the program through shared inline functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace lmz {
+
+enum SimdLevel : int { SIMD_PORTABLE = 0, SIMD_AVX2 = 1, SIMD_AVX512VNNI = 2 };
+
+// Activations are int16 rows padded with zeros to a multiple of K_ALIGN; weight rows likewise.
+constexpr int K_ALIGN = 32;
+// Key/value head dimensions are padded to a multiple of this (zeros), and keys are stored in
+// blocks of KEY_BLOCK positions, dimension-major inside a block.
+constexpr int HD_ALIGN = 8;
+constexpr int KEY_BLOCK = 8;
+// Query rows attended together (they share every key and value load).
+constexpr int MAX_GROUP = 6;
+
+// acc[m, n] = sum_k x[m, k] * w[n, k] (exact), for rows m < M and columns n0 <= n < n1, then
+//   y[m * ldy + n]  = ((double)acc * scale[n]) * kf[m]                (y != nullptr)
+//   yi[m * ldy + n] = (int64) round-half-even(((double)acc * scale[n]) * kf[m])   (yi != nullptr)
+struct MatmulArgs {
+  const int16_t* x;
+  size_t ldx;
+  int M;
+  const int8_t* w;
+  size_t ldw;
+  int K;  // a multiple of K_ALIGN
+  const double* scale;
+  const double* kf;
+  int n0, n1;
+  double* y;
+  int64_t* yi;
+  size_t ldy;
+};
+
+// s[g * lds + j] = q[g] . key[j] for g < G, j in [j0, j1): q rows hdp doubles apart (exact
+// integers), keys in blocks (see KEY_BLOCK) of int32. j0 is a multiple of KEY_BLOCK.
+struct ScoreArgs {
+  const double* q;
+  int G;
+  int hdp;
+  const int32_t* kblk;  // key block b starts at kblk + b * hdp * KEY_BLOCK
+  int j0, j1;
+  double* s;
+  size_t lds;
+};
+
+// num[g * hdp + d] += sum over the listed keys j of e[g * lde + j] * v[j * hdp + d].
+struct MixArgs {
+  const double* e;
+  size_t lde;
+  int G;
+  int hdp;
+  const int32_t* v;
+  const int32_t* idx;
+  int nj;
+  double* num;
+};
+
+struct Kernels {
+  void (*matmul)(const MatmulArgs&);
+  void (*scores)(const ScoreArgs&);
+  void (*mix)(const MixArgs&);
+};
+
+// Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.
+struct DenseKernels {
+  int64_t (*max)(const int64_t* x, int n);
+  int64_t (*biased)(const int64_t* u, const int64_t* z, int64_t beta, int64_t* zb, int n);
+  void (*exp_weights)(const int64_t* x, int64_t top, const int64_t* table, int64_t last, int64_t* e, int n,
+                      int64_t* sum, int* arg);
+  int64_t (*scale64)(const int64_t* e, int64_t r, int64_t* f, int n);
+  int64_t (*scale32)(const int64_t* e, int64_t r, int32_t* f, int n);
+  int64_t (*mix_dense)(const int64_t* et, int sh, int64_t dense, int64_t* e, int n);
+  void (*shift_sum_arg)(int64_t* e, int sh, int n, int64_t* sum, int* arg);
+  void (*unigram_step)(int64_t* u, const int64_t* f, int64_t lr, int n);
+  void (*clip)(int64_t* u, int64_t lim, int n);
+  int64_t (*sum32)(const int32_t* row, int n);
+  int32_t (*min32)(const int32_t* row, int n);
+  int (*select_ge)(const int64_t* f, int64_t thr, int n, int32_t* out);
+  void (*top_k)(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs);
+};
+extern const DenseKernels dense_portable;
+#if defined(__x86_64__)
+extern const DenseKernels dense_avx2;
+#endif
+// The dense kernels of the process's SIMD level (set_dense_level caps it; tests compare levels).
+const DenseKernels& dense();
+void set_dense_level(int level);
+int dense_level();
+
+void matmul_portable(const MatmulArgs&);
+void scores_portable(const ScoreArgs&);
+void mix_portable(const MixArgs&);
+#if defined(__x86_64__)
+void matmul_avx2(const MatmulArgs&);
+void scores_avx2(const ScoreArgs&);
+void mix_avx2(const MixArgs&);
+void matmul_avx512vnni(const MatmulArgs&);
+#endif
+
+}  // namespace lmz

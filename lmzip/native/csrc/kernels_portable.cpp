@@ -1,0 +1,60 @@
+// Portable kernels: plain C++, any CPU. The reference point the SIMD kernels are checked against.
+#include <cmath>
+
+#include "kernels.h"
+
+namespace lmz {
+namespace {
+#include "dense_impl.h"
+}  // namespace
+
+const DenseKernels dense_portable = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
+                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k};
+
+namespace {
+
+void matmul(const MatmulArgs& a) {
+  for (int m = 0; m < a.M; ++m) {
+    const int16_t* x = a.x + m * a.ldx;
+    for (int n = a.n0; n < a.n1; ++n) {
+      const int8_t* w = a.w + n * a.ldw;
+      int64_t acc = 0;
+      for (int k = 0; k < a.K; ++k) acc += int32_t(x[k]) * int32_t(w[k]);
+      double r = (double(acc) * a.scale[n]) * a.kf[m];
+      if (a.y) a.y[m * a.ldy + n] = r;
+      if (a.yi) a.yi[m * a.ldy + n] = int64_t(std::nearbyint(r));
+    }
+  }
+}
+
+void scores(const ScoreArgs& a) {
+  for (int g = 0; g < a.G; ++g) {
+    const double* q = a.q + g * a.hdp;
+    for (int j = a.j0; j < a.j1; ++j) {
+      const int32_t* blk = a.kblk + size_t(j / KEY_BLOCK) * a.hdp * KEY_BLOCK + j % KEY_BLOCK;
+      int64_t acc = 0;  // |q|, |k| <= 2**20: exact in int64 as in float64
+      for (int d = 0; d < a.hdp; ++d) acc += int64_t(q[d]) * blk[d * KEY_BLOCK];
+      a.s[g * a.lds + j] = double(acc);
+    }
+  }
+}
+
+void mix(const MixArgs& a) {
+  for (int g = 0; g < a.G; ++g) {
+    double* num = a.num + g * a.hdp;
+    for (int t = 0; t < a.nj; ++t) {
+      int j = a.idx[t];
+      double e = a.e[g * a.lde + j];
+      const int32_t* v = a.v + size_t(j) * a.hdp;
+      for (int d = 0; d < a.hdp; ++d) num[d] += e * double(v[d]);  // integers < 2**53: exact
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_portable(const MatmulArgs& a) { matmul(a); }
+void scores_portable(const ScoreArgs& a) { scores(a); }
+void mix_portable(const MixArgs& a) { mix(a); }
+
+}  // namespace lmz

@@ -1,0 +1,463 @@
+// The exact forward pass (see model.h). Mirrors ExactModel in lmzip/exact_model.py line by line:
+// the comments name the reference's operation where the order matters.
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+namespace lmz {
+
+namespace {
+constexpr double ACT_MAX = 32639.0;
+constexpr double RES_SCALE = 65536.0;     // 2**RES_BITS
+constexpr double QK_SCALE = 4096.0;       // 2**QK_BITS
+constexpr double QK_LIMIT = 1048576.0;    // 2**20
+constexpr double ROPE_INV = 1.0 / 65536;  // 2**-ROPE_BITS
+constexpr double V_INV = 1.0 / 4096;      // 2**-V_BITS
+constexpr double SIG_INV = 1.0 / 16777216;  // 2**-SIG_BITS
+constexpr int SIG_HALF = 16 << 10;        // SIG_RANGE << SIG_STEP_BITS
+constexpr int64_t TOTAL = int64_t(1) << 24;
+
+inline size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+inline double clampd(double x, double lim) { return x < -lim ? -lim : (x > lim ? lim : x); }
+}  // namespace
+
+// -- weights and cache ------------------------------------------------------------------------
+
+void Linear::set(const int8_t* data, const float* scales, int n, int k) {
+  N = n;
+  K = k;
+  Kp = int(round_up(size_t(k), K_ALIGN));
+  ldw = size_t(Kp);
+  scale.assign(scales, scales + n);  // float32 -> float64, as the reference's .to(float64)
+  if (Kp == k) {
+    q = data;  // the file's own rows (memory-mapped): no copy
+  } else {
+    padded.assign(size_t(n) * Kp, 0);
+    for (int i = 0; i < n; ++i) std::memcpy(padded.data() + size_t(i) * Kp, data + size_t(i) * k, size_t(k));
+    q = padded.data();
+  }
+}
+
+Cache::Cache(int b, int cap, int l, int hk, int hd)
+    : batch(b), capacity(std::max(cap, 1)), layers(l), kv_heads(hk), hdp(hd),
+      stride(int(round_up(size_t(std::max(cap, 1)), KEY_BLOCK))) {
+  const size_t n = size_t(layers) * batch * stream_elems();
+  k.assign(n, 0);
+  v.assign(n, 0);
+  lengths.assign(size_t(batch), 0);
+}
+
+void Cache::copy_stream(int slot, const Cache& o, int os) {
+  if (o.layers != layers || o.kv_heads != kv_heads || o.hdp != hdp) throw std::invalid_argument("cache shapes differ");
+  const int64_t n = o.lengths[size_t(os)];
+  if (n > capacity) throw std::invalid_argument("stream longer than this cache");
+  const size_t kn = round_up(size_t(n), KEY_BLOCK) * hdp, vn = size_t(n) * hdp;
+  for (int li = 0; li < layers; ++li)
+    for (int g = 0; g < kv_heads; ++g) {
+      const size_t src = ((size_t(li) * o.batch + os) * kv_heads + g) * size_t(o.stride) * hdp;
+      std::memcpy(keys(li, slot, g), o.k.data() + src, kn * sizeof(int32_t));
+      std::memcpy(vals(li, slot, g), o.v.data() + src, vn * sizeof(int32_t));
+    }
+  lengths[size_t(slot)] = n;
+}
+
+void Cache::keep(const std::vector<int>& slots) {
+  const size_t per = stream_elems();
+  std::vector<int32_t> nk(size_t(layers) * slots.size() * per), nv(nk.size());
+  for (int li = 0; li < layers; ++li)
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const size_t src = (size_t(li) * batch + size_t(slots[i])) * per, dst = (size_t(li) * slots.size() + i) * per;
+      std::memcpy(nk.data() + dst, k.data() + src, per * sizeof(int32_t));
+      std::memcpy(nv.data() + dst, v.data() + src, per * sizeof(int32_t));
+    }
+  std::vector<int64_t> nl;
+  for (int s : slots) nl.push_back(lengths[size_t(s)]);
+  k.swap(nk);
+  v.swap(nv);
+  lengths.swap(nl);
+  batch = int(slots.size());
+}
+
+// -- elementwise pieces -------------------------------------------------------------------------
+
+void quantize_rows(const double* x, int M, int K, int16_t* q, int Kp, double* s) {
+  for (int m = 0; m < M; ++m) {
+    const double* r = x + size_t(m) * K;
+    double amax = 0;
+    for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(r[k]));
+    double sc = std::max(amax, 1e-300) / ACT_MAX;  // amax.clamp_min_(1e-300), then / 32639
+    int16_t* o = q + size_t(m) * Kp;
+    for (int k = 0; k < K; ++k) o[k] = int16_t(clampd(std::nearbyint(r[k] / sc), ACT_MAX));
+    for (int k = K; k < Kp; ++k) o[k] = 0;
+    s[m] = sc;
+  }
+}
+
+void norm_factors(const int16_t* q, int M, int K, int Kp, const double* s, int dim, double eps, double* kf) {
+  for (int m = 0; m < M; ++m) {
+    const int16_t* r = q + size_t(m) * Kp;
+    int64_t ss = 0;
+    for (int k = 0; k < K; ++k) ss += int64_t(r[k]) * r[k];
+    const double t = s[m] * (1.0 / RES_SCALE);
+    const double ms = ((double(ss) / double(dim)) * t) * t;
+    kf[m] = t / std::sqrt(ms + eps);
+  }
+}
+
+void logits_to_frequencies(const int64_t* z, int V, const int64_t* out_exp, int out_exp_len, int32_t* f) {
+  // e = out_exp[min(zmax - z, last)]; normalize_frequencies(e): 1 + floor(e * r / 2**32),
+  // r = floor(spare * 2**32 / sum(e)), the remainder to the first maximum.
+  const DenseKernels& K = dense();
+  thread_local std::vector<int64_t> e;
+  e.resize(size_t(V));
+  int64_t sum;
+  int arg;
+  K.exp_weights(z, K.max(z, V), out_exp, out_exp_len - 1, e.data(), V, &sum, &arg);
+  const int64_t spare = TOTAL - V;
+  const int64_t r = (spare << 32) / sum;
+  const int64_t fsum = K.scale32(e.data(), r, f, V);
+  f[arg] += int32_t(spare - fsum);
+}
+
+// -- SIMD selection -------------------------------------------------------------------------------
+
+int best_simd() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return SIMD_AVX512VNNI;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SIMD_AVX2;
+#endif
+  return SIMD_PORTABLE;
+}
+
+const char* simd_name(int level) {
+  switch (level) {
+    case SIMD_AVX512VNNI: return "avx512vnni";
+    case SIMD_AVX2: return "avx2";
+    default: return "portable";
+  }
+}
+
+namespace {
+const DenseKernels* g_dense = nullptr;
+int g_dense_level = -1;
+}  // namespace
+
+void set_dense_level(int level) {
+  level = std::max(0, std::min(level, best_simd()));
+#if defined(__x86_64__)
+  g_dense = level >= SIMD_AVX2 ? &dense_avx2 : &dense_portable;
+#else
+  g_dense = &dense_portable;
+#endif
+  g_dense_level = level >= SIMD_AVX2 ? SIMD_AVX2 : SIMD_PORTABLE;
+}
+
+const DenseKernels& dense() {
+  if (!g_dense) set_dense_level(best_simd());
+  return *g_dense;
+}
+
+int dense_level() {
+  dense();
+  return g_dense_level;
+}
+
+Kernels kernels_for(int level) {
+  Kernels k{matmul_portable, scores_portable, mix_portable};
+#if defined(__x86_64__)
+  if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2};
+  if (level >= SIMD_AVX512VNNI) k.matmul = matmul_avx512vnni;
+#endif
+  return k;
+}
+
+// -- the model -----------------------------------------------------------------------------------
+
+Model::Model(const ModelConfig& c, Tables t, int simd, int threads) : cfg(c), tab(std::move(t)), pool_(threads) {
+  layer.resize(size_t(cfg.layers));
+  set_simd(simd);
+}
+
+void Model::set_simd(int level) {
+  level = std::max(0, std::min(level, best_simd()));
+  simd_ = level;
+  kern_ = kernels_for(level);
+}
+
+void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi) {
+  MatmulArgs a{x, size_t(w.Kp), M, w.q, w.ldw, w.Kp, w.scale.data(), kf, 0, w.N, y, yi, size_t(w.N)};
+  // Column ranges of 24 weight rows or more: one per task, each written by one thread only.
+  const int threads = pool_.size();
+  int64_t tasks = threads == 1 ? 1 : std::min<int64_t>(int64_t(threads) * (M <= 4 ? 4 : 8), (w.N + 23) / 24);
+  if (tasks < 1) tasks = 1;
+  const int per = int(round_up(size_t((w.N + tasks - 1) / tasks), 12));
+  tasks = (w.N + per - 1) / per;
+  pool_.run(tasks, [&](int64_t t) {
+    MatmulArgs b = a;
+    b.n0 = int(t) * per;
+    b.n1 = std::min(w.N, b.n0 + per);
+    kern_.matmul(b);
+  });
+}
+
+void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h) {
+  const int d = cfg.dim, H = cfg.heads, Hk = cfg.kv_heads, hd = cfg.head_dim(), half = hd / 2, F = cfg.ffn;
+  const int rep = H / Hk, hdp = cache.hdp, M = B * n;
+  if (B != cache.batch) throw std::invalid_argument("batch size differs from the cache's");
+  if (n == 0) return;
+  for (int b = 0; b < B; ++b)
+    if (cache.lengths[size_t(b)] + n > std::min(cache.capacity, cfg.max_context))
+      throw std::invalid_argument("sequence longer than the cache capacity / model context");
+  for (int i = 0; i < M; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg.vocab) throw std::invalid_argument("token id out of range");
+  std::vector<int64_t> pos(static_cast<size_t>(M));
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < n; ++t) pos[size_t(b) * n + t] = cache.lengths[size_t(b)] + t;
+
+  // Embedding: (q * scale) * 2**16, rounded.
+  for (int m = 0; m < M; ++m) {
+    const int64_t tok = tokens[m];
+    const int8_t* row = embed.q + size_t(tok) * embed.ldw;
+    const double sc = embed.scale[size_t(tok)];
+    for (int i = 0; i < d; ++i) h[size_t(m) * d + i] = std::nearbyint((double(row[i]) * sc) * RES_SCALE);
+  }
+
+  const int Kmax = int(round_up(size_t(std::max({d, H * hd, F})), K_ALIGN));
+  std::vector<int16_t> xq(size_t(M) * Kmax);
+  std::vector<double> s(static_cast<size_t>(M)), kf(static_cast<size_t>(M));
+  const int QKV = (H + 2 * Hk) * hd;
+  std::vector<double> y(size_t(M) * std::max(QKV, 2 * F));
+  std::vector<double> qbuf(size_t(B) * Hk * n * rep * hdp, 0.0);
+  std::vector<double> o(size_t(M) * H * hd);
+  std::vector<double> act(size_t(M) * F);
+
+  for (int li = 0; li < cfg.layers; ++li) {
+    Layer& L = layer[size_t(li)];
+    // ---- attention
+    quantize_rows(h, M, d, xq.data(), L.wqkv.Kp, s.data());
+    norm_factors(xq.data(), M, d, L.wqkv.Kp, s.data(), d, cfg.norm_eps, kf.data());
+    matmul(L.wqkv, xq.data(), M, kf.data(), y.data(), nullptr);
+    for (int m = 0; m < M; ++m) {
+      double* r = y.data() + size_t(m) * QKV;
+      for (int i = 0; i < QKV; ++i) r[i] = clampd(std::nearbyint(r[i] * QK_SCALE), QK_LIMIT);  // _fix
+      const int b = m / n, t = m % n;
+      const int64_t p = pos[size_t(m)];
+      const double* c = tab.rope_cos.data() + size_t(p) * half;
+      const double* sn = tab.rope_sin.data() + size_t(p) * half;
+      for (int hh = 0; hh < H + Hk; ++hh) {  // _rope on query and key heads
+        const double* x = r + hh * hd;
+        double rot[512];
+        for (int i = 0; i < half; ++i) {
+          const double x1 = x[i], x2 = x[half + i];
+          rot[i] = clampd(std::nearbyint((x1 * c[i] - x2 * sn[i]) * ROPE_INV), QK_LIMIT);
+          rot[half + i] = clampd(std::nearbyint((x2 * c[i] + x1 * sn[i]) * ROPE_INV), QK_LIMIT);
+        }
+        if (hh < H) {  // query head hh = g * rep + i -> row t * rep + i of kv group g
+          const int g = hh / rep, ri = hh % rep;
+          double* qd = qbuf.data() + ((size_t(b) * Hk + g) * (size_t(n) * rep) + size_t(t) * rep + ri) * hdp;
+          for (int i = 0; i < hd; ++i) qd[i] = rot[i];
+        } else {
+          const int g = hh - H;
+          int32_t* kb = cache.keys(li, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
+          for (int i = 0; i < hd; ++i) kb[size_t(i) * KEY_BLOCK] = int32_t(rot[i]);
+        }
+      }
+      for (int g = 0; g < Hk; ++g) {
+        int32_t* vd = cache.vals(li, b, g) + size_t(p) * hdp;
+        const double* x = r + (H + Hk + g) * hd;
+        for (int i = 0; i < hd; ++i) vd[i] = int32_t(x[i]);
+      }
+    }
+    attention(cache, li, qbuf.data(), pos, B, n, o.data());
+    quantize_rows(o.data(), M, H * hd, xq.data(), L.wo.Kp, s.data());
+    for (int m = 0; m < M; ++m) kf[size_t(m)] = s[size_t(m)] * V_INV;
+    matmul(L.wo, xq.data(), M, kf.data(), y.data(), nullptr);
+    for (size_t i = 0; i < size_t(M) * d; ++i) h[i] = h[i] + std::nearbyint(y[i] * RES_SCALE);
+    // ---- feed-forward
+    quantize_rows(h, M, d, xq.data(), L.w13.Kp, s.data());
+    norm_factors(xq.data(), M, d, L.w13.Kp, s.data(), d, cfg.norm_eps, kf.data());
+    matmul(L.w13, xq.data(), M, kf.data(), y.data(), nullptr);
+    for (int m = 0; m < M; ++m) {
+      const double* gu = y.data() + size_t(m) * 2 * F;
+      double* a = act.data() + size_t(m) * F;
+      for (int i = 0; i < F; ++i) {
+        const double g = gu[i], u = gu[F + i];
+        const double gi = clampd(std::nearbyint(g * 1024.0), double(SIG_HALF));
+        const double sg = tab.sigmoid[size_t(int64_t(gi) + SIG_HALF)] * SIG_INV;
+        a[i] = (g * sg) * u;  // SiLU(g) * u = (g * sigmoid(g)) * u
+      }
+    }
+    quantize_rows(act.data(), M, F, xq.data(), L.w2.Kp, s.data());
+    matmul(L.w2, xq.data(), M, s.data(), y.data(), nullptr);
+    for (size_t i = 0; i < size_t(M) * d; ++i) h[i] = h[i] + std::nearbyint(y[i] * RES_SCALE);
+  }
+  for (int b = 0; b < B; ++b) cache.lengths[size_t(b)] += n;
+}
+
+// Attention of the n new tokens of every stream against its cache (keys 0..pos of each query).
+// Query rows of one kv head are attended in groups (they share every key and value load).
+// Few groups (decoding): the keys are split into chunks, partial sums added exactly afterwards.
+void Model::attention(Cache& cache, int li, const double* qbuf, const std::vector<int64_t>& pos, int B, int n, double* o) {
+  const int H = cfg.heads, Hk = cfg.kv_heads, hd = cfg.head_dim(), rep = H / Hk, hdp = cache.hdp;
+  const int R = n * rep;
+  const int G = std::min(MAX_GROUP, R);
+  const int groups_per = (R + G - 1) / G;
+  const int64_t n_groups = int64_t(B) * Hk * groups_per;
+  const int64_t last = int64_t(tab.attn_exp.size()) - 1;
+  const double* aexp = tab.attn_exp.data();
+  const double scale = cfg.score_scale;
+  const int threads = pool_.size();
+
+  struct GroupInfo { int b, g, r0, rows; int64_t lim[MAX_GROUP]; int64_t lmax; };
+  auto info = [&](int64_t gi) {
+    GroupInfo x;
+    x.b = int(gi / (int64_t(Hk) * groups_per));
+    x.g = int((gi / groups_per) % Hk);
+    x.r0 = int(gi % groups_per) * G;
+    x.rows = std::min(G, R - x.r0);
+    x.lmax = 0;
+    for (int r = 0; r < x.rows; ++r) {
+      x.lim[r] = pos[size_t(x.b) * n + (x.r0 + r) / rep] + 1;
+      x.lmax = std::max(x.lmax, x.lim[r]);
+    }
+    return x;
+  };
+  auto qrows = [&](const GroupInfo& x) { return qbuf + ((size_t(x.b) * Hk + x.g) * R + x.r0) * hdp; };
+  // e = attn_exp[min(round((top - s) * scale), last)] for keys j < lim, else 0; z = sum e.
+  auto weights = [&](double* srow, int64_t j0, int64_t j1, int64_t lim, double top, int64_t& z) {
+    for (int64_t j = j0; j < j1; ++j) {
+      if (j < lim) {
+        const double idx = std::nearbyint((top - srow[j]) * scale);
+        const double e = aexp[idx < double(last) ? int64_t(idx) : last];
+        srow[j] = e;
+        z += int64_t(e);
+      } else {
+        srow[j] = 0;
+      }
+    }
+  };
+  auto nonzero_keys = [&](const double* s, size_t lds, int rows, int64_t j0, int64_t j1, std::vector<int32_t>& idx) {
+    idx.clear();
+    for (int64_t j = j0; j < j1; ++j) {
+      bool any = false;
+      for (int r = 0; r < rows; ++r) any |= s[r * lds + j] != 0;
+      if (any) idx.push_back(int32_t(j));
+    }
+  };
+  auto write_out = [&](const GroupInfo& x, const double* num, const int64_t* z) {
+    for (int r = 0; r < x.rows; ++r) {
+      const int row = x.r0 + r, t = row / rep, hh = x.g * rep + row % rep;
+      double* out = o + (size_t(x.b) * n + t) * H * hd + size_t(hh) * hd;
+      const double zz = double(z[r]);
+      for (int i = 0; i < hd; ++i) out[i] = num[r * hdp + i] / zz;  // exact numerator, one IEEE division
+    }
+  };
+
+  const int64_t CHUNK = 512;
+  int64_t max_len = 0;
+  for (int64_t p : pos) max_len = std::max(max_len, p + 1);
+  const int64_t chunks = threads > 1 && n_groups < 2 * threads ? std::max<int64_t>(1, (max_len + CHUNK - 1) / CHUNK) : 1;
+
+  if (chunks == 1) {
+    pool_.run(n_groups, [&](int64_t gi) {
+      const GroupInfo x = info(gi);
+      const size_t lds = round_up(size_t(x.lmax), KEY_BLOCK);
+      thread_local std::vector<double> sbuf;
+      thread_local std::vector<int32_t> idx;
+      sbuf.resize(size_t(x.rows) * lds);
+      kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), 0, int(x.lmax), sbuf.data(), lds});
+      int64_t z[MAX_GROUP] = {0};
+      for (int r = 0; r < x.rows; ++r) {
+        double* srow = sbuf.data() + r * lds;
+        double top = srow[0];
+        for (int64_t j = 1; j < x.lim[r]; ++j) top = std::max(top, srow[j]);
+        weights(srow, 0, x.lmax, x.lim[r], top, z[r]);
+      }
+      nonzero_keys(sbuf.data(), lds, x.rows, 0, x.lmax, idx);
+      double num[MAX_GROUP * 512 / 2];
+      std::fill(num, num + x.rows * hdp, 0.0);
+      kern_.mix({sbuf.data(), lds, x.rows, hdp, cache.vals(li, x.b, x.g), idx.data(), int(idx.size()), num});
+      write_out(x, num, z);
+    });
+    return;
+  }
+
+  // Key-split: phase 1 scores and per-chunk maxima, phase 2 weights and partial sums.
+  const size_t lds = round_up(size_t(max_len), KEY_BLOCK);
+  std::vector<double> sbuf(size_t(n_groups) * G * lds);
+  std::vector<double> cmax(size_t(n_groups) * chunks * G, -INFINITY);
+  pool_.run(n_groups * chunks, [&](int64_t task) {
+    const int64_t gi = task / chunks, c = task % chunks;
+    const GroupInfo x = info(gi);
+    const int64_t j0 = c * CHUNK, j1 = std::min(x.lmax, j0 + CHUNK);
+    if (j0 >= j1) return;
+    double* s = sbuf.data() + size_t(gi) * G * lds;
+    kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), int(j0), int(j1), s, lds});
+    for (int r = 0; r < x.rows; ++r) {
+      double m = -INFINITY;
+      for (int64_t j = j0; j < std::min(j1, x.lim[r]); ++j) m = std::max(m, s[r * lds + j]);
+      cmax[(size_t(gi) * chunks + c) * G + r] = m;
+    }
+  });
+  std::vector<double> pnum(size_t(n_groups) * chunks * G * hdp, 0.0);
+  std::vector<int64_t> pz(size_t(n_groups) * chunks * G, 0);
+  pool_.run(n_groups * chunks, [&](int64_t task) {
+    const int64_t gi = task / chunks, c = task % chunks;
+    const GroupInfo x = info(gi);
+    const int64_t j0 = c * CHUNK, j1 = std::min(x.lmax, j0 + CHUNK);
+    if (j0 >= j1) return;
+    double* s = sbuf.data() + size_t(gi) * G * lds;
+    for (int r = 0; r < x.rows; ++r) {
+      double top = -INFINITY;
+      for (int64_t cc = 0; cc < chunks; ++cc) top = std::max(top, cmax[(size_t(gi) * chunks + cc) * G + r]);
+      weights(s + r * lds, j0, j1, x.lim[r], top, pz[(size_t(gi) * chunks + c) * G + r]);
+    }
+    thread_local std::vector<int32_t> idx;
+    nonzero_keys(s, lds, x.rows, j0, j1, idx);
+    kern_.mix({s, lds, x.rows, hdp, cache.vals(li, x.b, x.g), idx.data(), int(idx.size()),
+               pnum.data() + (size_t(gi) * chunks + c) * G * hdp});
+  });
+  for (int64_t gi = 0; gi < n_groups; ++gi) {
+    const GroupInfo x = info(gi);
+    std::vector<double> num(size_t(G) * hdp, 0.0);
+    int64_t z[MAX_GROUP] = {0};
+    for (int64_t c = 0; c < chunks; ++c) {
+      const double* p = pnum.data() + (size_t(gi) * chunks + c) * G * hdp;
+      for (int i = 0; i < x.rows * hdp; ++i) num[size_t(i)] += p[i];  // integers < 2**52: exact in any order
+      for (int r = 0; r < x.rows; ++r) z[r] += pz[(size_t(gi) * chunks + c) * G + r];
+    }
+    write_out(x, num.data(), z);
+  }
+}
+
+void Model::head_logits(const double* h, int M, int64_t* logits) {
+  const int d = cfg.dim;
+  std::vector<int16_t> xq(size_t(M) * head.Kp);
+  std::vector<double> s(static_cast<size_t>(M)), kf(static_cast<size_t>(M));
+  quantize_rows(h, M, d, xq.data(), head.Kp, s.data());
+  norm_factors(xq.data(), M, d, head.Kp, s.data(), d, cfg.norm_eps, kf.data());
+  for (int m = 0; m < M; ++m) kf[size_t(m)] = kf[size_t(m)] * 1024.0;  // logits on the exp table's grid
+  matmul(head, xq.data(), M, kf.data(), nullptr, logits);
+}
+
+void Model::head_frequencies(const double* h, int M, int32_t* freqs) {
+  const int V = cfg.vocab;
+  const int rows = 16;
+  std::vector<int64_t> z(size_t(rows) * V);
+  for (int m0 = 0; m0 < M; m0 += rows) {
+    const int mr = std::min(rows, M - m0);
+    head_logits(h + size_t(m0) * cfg.dim, mr, z.data());
+    pool_.run(mr, [&](int64_t r) {
+      logits_to_frequencies(z.data() + size_t(r) * V, V, tab.out_exp.data(), int(tab.out_exp.size()),
+                            freqs + (size_t(m0) + r) * V);
+    });
+  }
+}
+
+}  // namespace lmz

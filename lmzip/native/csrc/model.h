@@ -1,0 +1,97 @@
+// The exact model's forward pass, natively: the same integers as lmzip/exact_model.py.
+//
+// Every elementwise step is the reference's IEEE float64 operation in the reference's order
+// (built with -ffp-contract=off, no fast-math), every reduction an exact integer sum (see
+// kernels.h), so the residual stream, the keys and values and the logits are bit for bit those
+// of the torch reference, on any thread count and SIMD level.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kernels.h"
+#include "pool.h"
+
+namespace lmz {
+
+struct ModelConfig {
+  int vocab = 0, dim = 0, layers = 0, heads = 0, kv_heads = 0, ffn = 0, max_context = 0;
+  double norm_eps = 0;
+  double score_scale = 0;  // 2**(EXP_STEP_BITS - 2 QK_BITS) / sqrt(head_dim), computed by the caller
+  int head_dim() const { return dim / heads; }
+};
+
+// An int8 matrix [N, K] with one float scale per row; rows padded to a multiple of K_ALIGN.
+struct Linear {
+  const int8_t* q = nullptr;  // [N, ldw]
+  std::vector<int8_t> padded; // owns q when the file's rows are not already aligned
+  std::vector<double> scale;
+  int N = 0, K = 0, Kp = 0;
+  size_t ldw = 0;
+  void set(const int8_t* data, const float* scales, int n, int k);
+};
+
+struct Tables {
+  std::vector<double> rope_cos, rope_sin;  // [max_context, head_dim / 2]
+  std::vector<double> attn_exp;            // exp(-i/1024) * 2**20, last entry 0
+  std::vector<int64_t> out_exp;            // exp(-i/1024) * 2**30, last entry 0
+  std::vector<double> sigmoid;             // sigmoid((i - 16384) / 1024) * 2**24
+};
+
+// Keys and values of B streams, integers in int32 (|x| <= 2**20, exact; the reference holds
+// them in float64). Keys: per (layer, stream, kv head) blocks of KEY_BLOCK positions,
+// dimension-major; values: position-major rows of hdp.
+struct Cache {
+  int batch = 0, capacity = 0, layers = 0, kv_heads = 0, hdp = 0;
+  int stride = 0;  // positions allocated per stream: capacity rounded up to whole key blocks
+  std::vector<int32_t> k, v;
+  std::vector<int64_t> lengths;
+  Cache(int batch, int capacity, int layers, int kv_heads, int hdp);
+  size_t stream_elems() const { return size_t(kv_heads) * stride * hdp; }
+  int32_t* keys(int layer, int b, int g) { return k.data() + ((size_t(layer) * batch + b) * kv_heads + g) * size_t(stride) * hdp; }
+  int32_t* vals(int layer, int b, int g) { return v.data() + ((size_t(layer) * batch + b) * kv_heads + g) * size_t(stride) * hdp; }
+  void copy_stream(int slot, const Cache& other, int other_slot);
+  void keep(const std::vector<int>& slots);
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, Tables tables, int simd, int threads);
+  const ModelConfig cfg;
+  Linear embed, head;
+  struct Layer { Linear wqkv, wo, w13, w2; };
+  std::vector<Layer> layer;
+  Tables tab;
+
+  int simd() const { return simd_; }
+  void set_simd(int level);
+  int threads() const { return pool_.size(); }
+  void set_threads(int n) { pool_.resize(n); }
+
+  // Residual stream [B * n, dim] after all layers for tokens [B, n] appended to the cache.
+  void hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h);
+  // Integer logits [M, vocab] (2**-10 nat units) / frequency rows (>= 1, sum 2**24) of h [M, dim].
+  void head_logits(const double* h, int M, int64_t* logits);
+  void head_frequencies(const double* h, int M, int32_t* freqs);
+
+ private:
+  void matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi);
+  void attention(Cache& cache, int li, const double* q, const std::vector<int64_t>& pos, int B, int n, double* o);
+  int simd_;
+  Kernels kern_;
+  ThreadPool pool_;
+};
+
+// int16 quantisation of rows [M, K] into x [M, Kp] (zero padding): s = max|row| / 32639.
+void quantize_rows(const double* x, int M, int K, int16_t* q, int Kp, double* s);
+// RMSNorm factor of each quantised row: t / sqrt(sum(q^2) / dim * t * t + eps), t = s / 2**16.
+void norm_factors(const int16_t* q, int M, int K, int Kp, const double* s, int dim, double eps, double* kf);
+// Integer logits -> frequencies >= 1 summing to 2**24 (normalize_frequencies of exp weights).
+void logits_to_frequencies(const int64_t* z, int V, const int64_t* out_exp, int out_exp_len, int32_t* f);
+
+Kernels kernels_for(int level);
+int best_simd();
+const char* simd_name(int level);
+
+}  // namespace lmz

@@ -1,0 +1,125 @@
+// A small persistent thread pool for the exact kernels.
+//
+// Work is split into tasks whose outputs never overlap, and every task computes its outputs
+// the same way whichever thread runs it, so results cannot depend on the thread count or on
+// scheduling. Workers spin briefly before sleeping: a decoding step dispatches a few hundred
+// small jobs, and a futex wake-up per job would cost more than the job.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace lmz {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads) { resize(threads); }
+  ~ThreadPool() { stop(); }
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return int(workers_.size()) + 1; }
+
+  void resize(int threads) {
+    stop();
+    if (threads < 1) threads = 1;
+    quit_ = false;
+    // A worker must know which job was the last before it existed: read the counter here, not
+    // when the thread first runs (a job published in between would be missed, and run() would
+    // wait for it forever).
+    const uint64_t start = generation_.load(std::memory_order_acquire);
+    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start] { loop(start); });
+  }
+
+  // Run fn(task) for task in [0, n), spread over the pool (the calling thread takes part).
+  void run(int64_t n, const std::function<void(int64_t)>& fn) {
+    if (n <= 0) return;
+    if (workers_.empty() || n == 1) {
+      for (int64_t t = 0; t < n; ++t) fn(t);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &fn;
+      n_ = n;
+      next_.store(0, std::memory_order_relaxed);
+      pending_.store(int(workers_.size()), std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work(fn, n);
+    // Wait for every worker to leave this job (they may still hold a task).
+    while (pending_.load(std::memory_order_acquire) != 0) spin_pause();
+    job_ = nullptr;
+  }
+
+ private:
+  static inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  void work(const std::function<void(int64_t)>& fn, int64_t n) {
+    for (;;) {
+      int64_t t = next_.fetch_add(1, std::memory_order_relaxed);
+      if (t >= n) break;
+      fn(t);
+    }
+  }
+
+  void loop(uint64_t seen) {
+    for (;;) {
+      // Spin a while for the next job, then sleep until notified.
+      uint64_t g = seen;
+      for (int i = 0; i < 20000; ++i) {
+        g = generation_.load(std::memory_order_acquire);
+        if (g != seen || quit_.load(std::memory_order_relaxed)) break;
+        spin_pause();
+      }
+      if (g == seen) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen || quit_.load(); });
+        g = generation_.load(std::memory_order_acquire);
+      }
+      if (quit_.load()) return;
+      seen = g;
+      const std::function<void(int64_t)>* fn;
+      int64_t n;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        fn = job_;
+        n = n_;
+      }
+      if (fn) work(*fn, n);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const std::function<void(int64_t)>* job_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> quit_{false};
+};
+
+}  // namespace lmz

@@ -1,0 +1,115 @@
+// The adaptive predictor (lmzip/adapt.py), natively: the same integer state, token for token.
+//
+// The n-gram contexts live in one trie (node = context read backwards from the last token), so a
+// token costs one walk of at most six hash lookups; the match model indexes its 5-token contexts
+// by trie node. Every formula is the reference's, with Python's unbounded integers replaced by
+// int64 where the reference's bounds hold and by 128-bit products where they do not (the mixer's
+// step), and Python's floor division kept as floor division.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "hashmap.h"
+
+namespace lmz {
+
+struct PredictorParams {
+  int bias_lr = 4800, bigram_lr = 9600, temp_lr = 0, ngram_order = 6;
+  bool match = true;
+  int mix_lr = 2000;
+  bool mixer2 = true;
+};
+
+class Predictor {
+ public:
+  static constexpr int TOTAL_BITS = 24;
+  static constexpr int64_t ONE = int64_t(1) << TOTAL_BITS;
+  static constexpr int BIAS_FRAC = 14;
+  static constexpr int64_t BIAS_LIMIT = int64_t(12) << (10 + BIAS_FRAC);
+  static constexpr int64_t BETA_ONE = 1 << 12;
+  static constexpr int BIGRAM_FLOOR_BITS = 9;
+  static constexpr int NGRAM_MIN = 2;
+  static constexpr int MATCH_MIN = 5;
+  static constexpr int MATCH_CAP = 64;
+  static constexpr int64_t MIX_ONE = 1 << 16;
+  static constexpr int64_t MIX_MIN = 16, MIX_MAX = 1 << 22;
+  static constexpr int64_t MIX_INIT = MIX_ONE / 16;
+  static constexpr int N_CLASSES = 5;
+  static constexpr int N_KEYS = 504;  // both mixers' context keys are < 504
+
+  Predictor(const PredictorParams& p, std::vector<int64_t> exp_table, int vocab, std::vector<int64_t> classes);
+
+  // Frequencies (>= 1, sum 2**24) of the next token from the model's integer logits z [V].
+  void predict(const int64_t* z, int32_t* out);
+  // Learn the token just coded (the one predict was asked about).
+  void update(int32_t y);
+
+  int vocab() const { return V_; }
+  const PredictorParams& params() const { return p_; }
+
+  // -- state, for digests and inspection ------------------------------------------------------
+  struct Node {
+    int32_t parent = -1, token = -1, depth = 0;
+    int64_t n = 0;                                  // total count of this context
+    std::vector<std::pair<int32_t, int64_t>> next;  // (token, count), in first-seen order
+  };
+  struct BigramRow {
+    std::vector<int32_t> keys;  // ascending
+    std::vector<int64_t> vals;
+  };
+  const std::vector<int64_t>& unigram() const { return unigram_; }
+  const std::unordered_map<int32_t, BigramRow>& bigram() const { return bigram_; }
+  int64_t beta() const { return beta_; }
+  int64_t match_ptr() const { return match_ptr_; }
+  int64_t match_len() const { return match_len_; }
+  const std::vector<int32_t>& history() const { return history_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const U64Map& match_index() const { return match_index_; }  // key: trie node of the 5-token context
+  // Weight sets present: (key, weights) of the first / second mixer.
+  std::vector<std::pair<int, std::vector<int64_t>>> weight_sets(bool second) const;
+  // Probability (2**-24) of the last coded token per component: teacher, order2..6, match (-1: absent).
+  const std::array<int64_t, 8>& last() const { return last_; }
+
+ private:
+  void biased(const int64_t* z);  // e_t_ = exp[min(max - zb, last)] of the biased logits
+  void learn_mixer(int64_t* w, const int64_t* probs, const bool* avail);
+  void learn_bias(int32_t y);
+  void learn_counts(int32_t y);
+  void walk();  // cur_[k]: trie node of the order-k context of history_, k = 1..depth_
+  int32_t child(int32_t node, int32_t token);
+  int match_bucket() const;
+
+  PredictorParams p_;
+  std::vector<int64_t> exp_;
+  int V_;
+  std::vector<int64_t> classes_;
+  int n_comp_, depth_;
+
+  std::vector<int64_t> unigram_;
+  std::unordered_map<int32_t, BigramRow> bigram_;
+  int64_t beta_ = BETA_ONE;
+  std::vector<int32_t> history_;
+  std::vector<Node> nodes_;
+  U64Map children_;     // (parent << 32 | token) -> child node
+  U64Map match_index_;  // order-5 node -> position after it
+  int64_t match_ptr_ = -1, match_len_ = 0;
+  std::vector<int64_t> weights_, weights2_;  // N_KEYS x n_comp_
+  std::vector<uint8_t> present_, present2_;
+  std::array<int32_t, 8> cur_{};  // trie nodes of the current contexts, by order (0: root)
+
+  // What predict saw, for update.
+  std::vector<int64_t> e_t_, f_, e_, z_copy_;
+  int64_t sum_t_ = 0;
+  int arg_t_ = 0;
+  int64_t ctx_n_[8] = {0}, ctx_d_[8] = {0};
+  int32_t ctx_node_[8] = {0};
+  bool ctx_seen_[8] = {false};
+  int64_t predicted_ = -1;
+  int key_ = 0, key2_ = -1;
+  std::array<int64_t, 8> last_{};
+};
+
+}  // namespace lmz

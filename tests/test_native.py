@@ -1,0 +1,318 @@
+"""The native runtime computes the torch reference's very integers: rows, predictor state, bytes.
+
+Every test here compares the native path with the reference one (``exact_model``, ``adapt``,
+``coder``), on tiny random models of several shapes, at every SIMD level this CPU can run plus
+the portable kernels, with one and two threads; and feeds the native decoder damaged streams.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lmzip
+from lmzip import adapt, codec, container, native
+from lmzip.adapt import AdaptParams, AdaptivePredictor
+from lmzip.coder import TokenDecoder, TokenEncoder
+from lmzip.convert import exact_config, exact_tensors, random_llama
+from lmzip.errors import FormatError
+from lmzip.exact_model import ExactModel
+from lmzip.luts import exp_table
+from lmzip.testing import load_with_runtime
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"native runtime not built: {native.unavailable_reason()}")
+
+if native.available():
+    from lmzip.native import _native
+    from lmzip.native.coding import NativePredictor, NativeTokenDecoder, NativeTokenEncoder
+    from lmzip.native.model import NativeModel
+
+from test_coder import coding_cases, lm_rows, ref_encode  # noqa: E402
+
+LEVELS = list(range(native.best_simd() + 1))  # portable, and each SIMD level this CPU runs
+SHAPES = [
+    dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64),
+    dict(dim=48, n_layers=1, n_heads=3, n_kv_heads=1, ffn_dim=40),  # GQA 3:1, odd head count
+    dict(dim=24, n_layers=2, n_heads=2, n_kv_heads=2, ffn_dim=32, vocab_size=300),  # dims not multiples of 32
+    dict(dim=96, n_layers=1, n_heads=6, n_kv_heads=2, ffn_dim=200, vocab_size=70),  # head_dim 16, rep 3
+]
+_PAIRS: dict = {}
+
+
+def pair(shape: int, seed: int = 0):
+    """(reference, native) of the same random model."""
+    key = (shape, seed)
+    if key not in _PAIRS:
+        cfg, w = random_llama(seed, max_context=160, **SHAPES[shape])
+        ec, t = exact_config(cfg, 160), exact_tensors(cfg, w)
+        _PAIRS[key] = ExactModel(ec, t), NativeModel(ec, t)
+    return _PAIRS[key]
+
+
+def tokens(vocab: int, seed: int, shape) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, shape)
+
+
+@pytest.fixture(autouse=True)
+def _restore_levels():
+    yield
+    _native.set_dense_level(native.best_simd())
+
+
+# -- the model --------------------------------------------------------------------------------
+
+@settings(max_examples=40)
+@given(shape=st.integers(0, len(SHAPES) - 1), seed=st.integers(0, 2**31), batch=st.integers(1, 5),
+       level=st.sampled_from(LEVELS), threads=st.sampled_from([1, 2]), data=st.data())
+def test_rows_equal_the_reference_however_evaluated(shape, seed, batch, level, threads, data):
+    """Full sequence, any split into steps (several tokens each), any batch, level and thread count."""
+    ref, nat = pair(shape, seed % 3)
+    nat.simd, nat.threads = level, threads
+    length = data.draw(st.integers(1, 70))
+    toks = tokens(ref.vocab_size, seed, (batch, length))
+    want = ref.frequencies(torch.from_numpy(toks)).numpy()
+    assert np.array_equal(nat.frequencies(toks), want)
+    splits = []
+    while sum(splits) < length:
+        splits.append(data.draw(st.integers(1, length - sum(splits))))
+    cache, rows, t = nat.new_cache(batch, 160), [], 0
+    for n in splits:
+        rows.append(nat.step(cache, toks[:, t : t + n]))
+        t += n
+    assert np.array_equal(np.concatenate(rows, 1), want)
+
+
+@settings(max_examples=15)
+@given(shape=st.integers(0, len(SHAPES) - 1), seed=st.integers(0, 2**31), data=st.data())
+def test_streams_at_different_positions_and_cache_surgery(shape, seed, data):
+    """The decoder's batch: streams prefilled alone and copied in, stepped at their own positions,
+    some dropped mid-way (keep), lengths reset to forget rejected guesses."""
+    ref, nat = pair(shape)
+    batch = data.draw(st.integers(2, 6))
+    prefixes = [data.draw(st.integers(0, 30)) for _ in range(batch)]
+    toks = tokens(ref.vocab_size, seed, (batch, 50))
+    cache = nat.new_cache(batch, 64)
+    for b, p in enumerate(prefixes):
+        sub = nat.new_cache(1, 64)
+        nat.hidden(sub, toks[b : b + 1, :p])
+        cache.copy_stream(b, sub)
+    assert list(cache.lengths) == prefixes
+    # A step of 3 tokens, then forget the last two (as after a wrong guess) and step them again.
+    nat.step(cache, np.stack([toks[b, p : p + 3] for b, p in enumerate(prefixes)]))
+    cache.lengths[:] = np.array(prefixes) + 1
+    got = nat.step(cache, np.stack([toks[b, p + 1 : p + 3] for b, p in enumerate(prefixes)]))
+    keep = [b for b in range(batch) if b % 2 == 0]
+    cache.keep(keep)
+    later = nat.step(cache, np.stack([toks[b, prefixes[b] + 3 : prefixes[b] + 5] for b in keep]))
+    for b, p in enumerate(prefixes):
+        alone = ref.frequencies(torch.from_numpy(toks[b : b + 1, : p + 5])).numpy()[0]
+        assert np.array_equal(got[b], alone[p + 1 : p + 3])
+        if b in keep:
+            assert np.array_equal(later[keep.index(b)], alone[p + 3 : p + 5])
+
+
+def test_logits_and_tables_equal_the_reference():
+    ref, nat = pair(0)
+    toks = tokens(ref.vocab_size, 3, (2, 40))
+    h_ref = ref.hidden(ref.new_cache(2, 40), torch.from_numpy(toks))
+    h_nat = nat.hidden(nat.new_cache(2, 40), toks)
+    assert np.array_equal(h_nat, h_ref.numpy())  # the residual stream itself, bit for bit
+    assert np.array_equal(nat.head_logits(h_nat), ref.head_logits(h_ref).numpy())
+    assert np.array_equal(nat.out_exp, ref.out_exp.numpy())
+
+
+def test_long_context_uses_the_key_split_path():
+    """Few query rows over many keys split the keys across threads: same rows."""
+    cfg, w = random_llama(5, max_context=1500, dim=48, n_layers=1, n_heads=3, n_kv_heads=1, ffn_dim=48)
+    ec, t = exact_config(cfg, 1500), exact_tensors(cfg, w)
+    ref, nat = ExactModel(ec, t), NativeModel(ec, t, threads=2)
+    toks = tokens(256, 1, (1, 1400))
+    want = ref.frequencies(torch.from_numpy(toks)).numpy()
+    cache = nat.new_cache(1, 1400)
+    nat.hidden(cache, toks[:, :1300])
+    assert np.array_equal(nat.step(cache, toks[:, 1300:1301]), want[:, 1300:1301])
+    assert np.array_equal(nat.step(cache, toks[:, 1301:1400]), want[:, 1301:1400])
+
+
+def test_rejects_bad_input_like_the_reference():
+    _, nat = pair(0)
+    with pytest.raises(ValueError):
+        nat.frequencies(np.array([[0, 256]]))
+    with pytest.raises(ValueError):
+        nat.step(nat.new_cache(1, 4), np.zeros((1, 5), dtype=np.int64))
+    with pytest.raises(ValueError):
+        nat.new_cache(1, 10**6)
+
+
+# -- the adaptive predictor -----------------------------------------------------------------------
+
+EXP = exp_table(10, 30)
+VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(match=False, mix_lr=0),
+            AdaptParams(bias_lr=0, bigram_lr=0), AdaptParams(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False),
+            AdaptParams(mixer2=False), AdaptParams(ngram_order=2, mixer2=False), AdaptParams(temp_lr=5000, bias_lr=65535)]
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**31), params=st.sampled_from(VARIANTS), vocab=st.sampled_from([40, 300]),
+       level=st.sampled_from(LEVELS), n=st.integers(1, 260), alphabet=st.integers(2, 30))
+def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level, n, alphabet):
+    _native.set_dense_level(level)
+    rng = np.random.default_rng(seed)
+    classes = np.arange(vocab, dtype=np.int64) % adapt.N_CLASSES
+    ref, nat = AdaptivePredictor(params, EXP, vocab, classes), NativePredictor(params, EXP, vocab, classes)
+    letters = rng.integers(0, vocab, alphabet)
+    seq = letters[rng.integers(0, alphabet, n)]
+    seq = np.concatenate([seq, seq[: n // 2]])  # a repeat for the match model
+    scale = rng.choice([10, 3000, 60000])
+    for i, y in enumerate(seq.tolist()):
+        z = rng.integers(-scale, scale, vocab)
+        assert np.array_equal(nat.predict(z), ref.predict(z)), i
+        ref.update(y)
+        nat.update(y)
+        assert nat.last == ref.last
+        if i % 37 == 0:
+            assert nat.digest() == ref.digest(), i
+    assert nat.digest() == ref.digest()
+
+
+def test_predictor_on_teacher_sized_rows():
+    """49152 entries and logits spread like the teacher's: the full-width loops."""
+    V = 49152
+    rng = np.random.default_rng(7)
+    classes = np.arange(V, dtype=np.int64) % adapt.N_CLASSES
+    for level in LEVELS:
+        _native.set_dense_level(level)
+        ref, nat = AdaptivePredictor(AdaptParams(), EXP, V, classes), NativePredictor(AdaptParams(), EXP, V, classes)
+        for i in range(40):
+            z = (rng.standard_normal(V) * 6000).astype(np.int64)
+            y = int(rng.integers(0, 50)) if i % 3 else int(np.argmax(z))
+            assert np.array_equal(nat.predict(z), ref.predict(z))
+            ref.update(y)
+            nat.update(y)
+        assert nat.digest() == ref.digest()
+
+
+# -- the coder ------------------------------------------------------------------------------------
+
+@settings(max_examples=150)
+@given(coding_cases(), st.sampled_from(LEVELS))
+def test_coder_bytes_equal_constriction_and_the_specification(case, level):
+    _native.set_dense_level(level)
+    total_bits, top_k, syms, rows = case
+    enc = NativeTokenEncoder(total_bits, top_k)
+    enc.encode_many(syms, rows)
+    data = enc.finish()
+    ref = TokenEncoder(total_bits, top_k)
+    ref.encode_many(syms, rows)
+    assert data == ref.finish() == ref_encode(syms, rows, total_bits, top_k)
+    assert enc.num_escapes == ref.num_escapes
+    dec = NativeTokenDecoder(data, total_bits, top_k)
+    assert [dec.decode(r) for r in rows] == syms.tolist()
+    dec.check_end()
+
+
+def test_coder_at_full_vocab_with_escapes():
+    syms, rows = lm_rows(12, 49152, seed=5)
+    syms[::3] = np.random.default_rng(1).integers(0, 49152, size=len(syms[::3]))
+    for top_k in (16, 64, 300):
+        enc = NativeTokenEncoder(top_k=top_k)
+        enc.encode_many(syms, rows.astype(np.int32))
+        data = enc.finish()
+        assert data == ref_encode(syms, rows, 24, top_k)
+        dec = NativeTokenDecoder(data, top_k=top_k)
+        assert [dec.decode(r) for r in rows] == syms.tolist()
+        dec.check_end()
+
+
+def _decode_all(dec_cls, data: bytes, rows, top_k: int):
+    dec = dec_cls(data, 24, top_k)
+    out = [dec.decode(r) for r in rows]
+    dec.check_end()
+    return out
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=64), st.sampled_from([0, 4, 64]))
+def test_damaged_streams_fail_like_the_reference(data, top_k):
+    """Any bytes: the native decoder either decodes what the reference decodes or raises a
+    FormatError where it does; it never crashes, hangs, or reads out of bounds."""
+    syms, rows = lm_rows(6, 300, seed=len(data))
+    outcome = []
+    for cls in (TokenDecoder, NativeTokenDecoder):
+        try:
+            outcome.append(_decode_all(cls, data, rows, top_k))
+        except FormatError as exc:
+            outcome.append(type(exc))
+    assert outcome[0] == outcome[1]
+
+
+def test_invalid_rows_and_arguments_are_refused():
+    enc = NativeTokenEncoder(24, 4)
+    for bad in (np.zeros((1, 5), np.int64), np.full((1, 5), 2**22, np.int64), np.ones((1, 5), np.float64)):
+        with pytest.raises(ValueError):
+            enc.encode_many([0], bad)
+    with pytest.raises(ValueError):
+        enc.encode_many([7], np.full((1, 4), 2**22, np.int64))
+    with pytest.raises(ValueError):
+        NativeTokenEncoder(25, 4)
+    with pytest.raises(FormatError):
+        NativeTokenDecoder(b"\x01\x00", 24, 4)
+
+
+# -- whole files ----------------------------------------------------------------------------------
+
+SMALL = dict(window=48, overlap=16, segment_size=160)
+
+
+@pytest.fixture(scope="module")
+def both(tiny_model_dir):
+    return load_with_runtime(tiny_model_dir, "native"), load_with_runtime(tiny_model_dir, "reference")
+
+
+@settings(max_examples=25)
+@given(data=st.binary(max_size=500) | st.text(max_size=400).map(str.encode), params=st.sampled_from(VARIANTS + [None]),
+       fallback=st.booleans(), top_k=st.sampled_from([0, 8, 64]))
+def test_files_are_byte_identical_across_runtimes(both, data, params, fallback, top_k):
+    nat, ref = both
+    opts = dict(SMALL, adapt=params or False, fallback=fallback, top_k=top_k)
+    a = lmzip.Compressor(nat, **opts).compress(data)
+    assert a == lmzip.Compressor(ref, **opts).compress(data)
+    assert lmzip.decompress(a, ref) == data == lmzip.decompress(a, nat)
+
+
+def test_fused_and_stepwise_native_paths_agree(both, monkeypatch):
+    nat, _ = both
+    data = b"the fused loop and the stepwise one code the same rows. " * 12
+    fused = lmzip.Compressor(nat, **SMALL, fallback=False).compress(data)
+    monkeypatch.setattr(codec, "FUSED", False)
+    assert lmzip.Compressor(nat, **SMALL, fallback=False).compress(data) == fused
+    assert lmzip.decompress(fused, nat) == data
+
+
+def test_damaged_payloads_reach_the_native_decoder_safely(both):
+    """Mutate LM payload bytes and rewrite the container with valid checksums: the native decoder
+    sees arbitrary streams and must answer with a FormatError (or the right bytes), never crash."""
+    nat, _ = both
+    data = b"payload bytes that the tiny model codes, damaged on purpose. " * 4
+    blob = lmzip.Compressor(nat, **SMALL, fallback=False).compress(data)
+    header, payloads = container.read_container(blob)
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        bad = [bytearray(p) for p in payloads]
+        k = int(rng.integers(0, len(bad)))
+        if trial % 3 == 0 and len(bad[k]) > 1:
+            bad[k] = bad[k][: int(rng.integers(1, len(bad[k])))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                if bad[k]:
+                    bad[k][int(rng.integers(0, len(bad[k])))] ^= int(rng.integers(1, 256))
+        segs = [s.__class__(**{**s.__dict__, "payload_length": len(b)}) for s, b in zip(header.segments, bad)]
+        h2 = header.__class__(**{**header.__dict__, "segments": segs})
+        try:
+            out = lmzip.decompress(container.write_container(h2, [bytes(b) for b in bad]), nat)
+        except FormatError:
+            continue
+        assert out == data
