@@ -156,6 +156,12 @@ class LmzipGroup(click.Group):
         i = 0
         while i < len(args) and self._LEADING.fullmatch(args[i]):
             i += 1
+        # `lmzip -f compress FILE` (options, then the command): the command goes first.
+        j = i
+        while j < len(args) and args[j].startswith("-") and args[j] != "-" and args[j] not in self._OWN:
+            j += 1
+        if j > i and j < len(args) and args[j] in self.commands:
+            args[i : j + 1] = [args[j], *args[i:j]]
         if i == len(args) or (args[i] not in self.commands and args[i] not in self._OWN):
             args.insert(i, "compress")
         return super().parse_args(ctx, args)
@@ -703,9 +709,19 @@ def _run_info(ctx, inputs, *, verbosity) -> NoReturn:
 # --------------------------------------------------------------------------- commands
 
 
+def _print_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from . import native
+
+    click.echo(f"lmzip {__version__} (.lmz format {container.FORMAT_VERSION})")
+    click.echo(f"runtime: {native.describe()}")  # which runtime CPU work uses, and its SIMD level
+    ctx.exit()
+
+
 @click.group(cls=LmzipGroup, epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="lmzip",
-                      message=f"%(prog)s %(version)s (.lmz format {container.FORMAT_VERSION})")
+@click.option("-V", "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and the runtime in use (LMZIP_RUNTIME=reference forces the torch reference).")
 @click.option("-q", "--quiet", count=True, help="Print nothing but errors.")
 @click.option("-v", "--verbose", count=True, help="Print more (a summary line per file).")
 @click.pass_context
@@ -830,7 +846,10 @@ def models_list(ctx, quiet=0, verbose=0):
                 click.echo(f"{r['id']}: {r['path']}")
     default = zoo.default_model_id()
     if verbosity >= 1:
+        from . import native
+
         click.echo(f"\ndefault model: {default}")
+        click.echo(f"runtime: {native.describe()}")
 
 
 @models.command("pull")

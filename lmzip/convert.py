@@ -7,19 +7,18 @@ then reduces to one per-token factor, applied after the exact integer matmul).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from .exact_model import ExactConfig
 from .gguf_import import LlamaConfig
+from .model_spec import ExactConfig
 
 
-def quantize_rows(w: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per output row: w ~= q * scale[:, None]."""
     w = np.asarray(w, dtype=np.float32)
     scale = (np.abs(w).max(axis=1) / np.float32(127)).astype(np.float32)
     scale[scale == 0] = 1
     q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return torch.from_numpy(q), torch.from_numpy(scale)
+    return q, scale
 
 
 def exact_config(cfg: LlamaConfig, max_context: int) -> ExactConfig:
@@ -30,9 +29,9 @@ def exact_config(cfg: LlamaConfig, max_context: int) -> ExactConfig:
     )
 
 
-def exact_tensors(cfg: LlamaConfig, w: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """GGUF-named float weights (HF row order) -> exact-model tensors."""
-    out: dict[str, torch.Tensor] = {}
+def exact_tensors(cfg: LlamaConfig, w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """GGUF-named float weights (HF row order) -> exact-model tensors (numpy; torch is not needed)."""
+    out: dict[str, np.ndarray] = {}
 
     def put(name: str, mat: np.ndarray) -> None:
         out[name + ".q"], out[name + ".scale"] = quantize_rows(mat)

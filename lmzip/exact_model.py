@@ -156,8 +156,9 @@ class ExactModel:
 
     runtime = "reference"
 
-    def __init__(self, cfg: ExactConfig, tensors: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
+    def __init__(self, cfg: ExactConfig, tensors: dict, device: str | torch.device = "cpu"):
         _check_bounds(cfg)
+        tensors = {k: torch.as_tensor(v) for k, v in tensors.items()}  # numpy arrays too
         missing = [n for n in tensor_names(cfg) if n not in tensors]
         if missing:
             raise ModelError(f"model file lacks tensors: {', '.join(missing[:4])}")
@@ -352,6 +353,7 @@ class ExactModel:
 
     def logit_frequencies(self, z: torch.Tensor) -> torch.Tensor:
         """Integer logits [..., V] (2**-10 nat units) -> int32 frequencies >= 1 summing to 2**24 per row."""
+        z = torch.as_tensor(z, device=self.device)
         idx = (z.amax(-1, keepdim=True) - z).clamp_(max=len(self.out_exp) - 1)
         return normalize_frequencies(self.out_exp[idx])
 
@@ -382,14 +384,14 @@ def normalize_frequencies(e: torch.Tensor, total_bits: int = TOTAL_BITS) -> torc
 
 # -- files --------------------------------------------------------------------------------
 
-WEIGHTS_NAME = "model.safetensors"  # weights, with the config as JSON in the metadata: one file, one hash
+from .model_spec import WEIGHTS_NAME  # noqa: E402,F401
 
 
-def save_exact(path: str | Path, cfg: ExactConfig, tensors: dict[str, torch.Tensor]) -> None:
+def save_exact(path: str | Path, cfg: ExactConfig, tensors: dict) -> None:
     """Write an exact model as one safetensors file (config in its metadata under ``lmzip_config``)."""
-    from safetensors.torch import save_file
+    from .model_spec import save_exact as save
 
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"lmzip_config": cfg.to_json()})
+    save(path, cfg, tensors)
 
 
 def load_exact(path: str | Path, device: str | torch.device = "cpu") -> ExactModel:

@@ -101,13 +101,12 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
             progress: Callable[[int], None] | None = None) -> Explanation:
     """Run ``lm`` (a ``zoo.LoadedModel``) over ``data`` as one segment under ``params`` (a ``CodecParams``)."""
     import numpy as np
-    import torch
 
     from . import container as C
     from . import transforms
     from .adapt import COMPONENTS
-    from .codec import CodecParams, predicted_rows, split_segments, windows
-    from .coder import TokenEncoder, ideal_bits, select_top_k
+    from .codec import CodecParams, new_encoder, predicted_rows, split_segments, to_numpy, windows
+    from .coder import ideal_bits, select_top_k
 
     t0 = time.monotonic()
     p = params or CodecParams()
@@ -122,13 +121,13 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     data = transforms.forward(data, tf)  # what the model sees; shown as such
     ids = tok.encode(data)
     n = len(ids)
-    targets = torch.from_numpy(np.asarray(ids, dtype=np.int64))
+    targets = np.asarray(ids, dtype=np.int64)
     freq = np.zeros(n, dtype=np.int64)
     bits = np.zeros(n, dtype=np.float64)
     rank = np.zeros(n, dtype=np.int64)
     g_ids = np.zeros((n, k), dtype=np.int64)
     g_freq = np.zeros((n, k), dtype=np.int64)
-    enc = TokenEncoder(total_bits=p.total_bits, top_k=p.top_k)
+    enc = new_encoder(lm, p.total_bits, p.top_k)  # the encoder compression uses: the real payload
     total = 0.0
     sched = list(windows(n, p.window, p.overlap))
     vocab_ids = np.arange(V, dtype=np.int64)
@@ -136,17 +135,16 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     helper = np.full(n, -1, dtype=np.int64)
 
     def learned(i: int, pred, z) -> None:  # the model alone, and the component that helped most
-        f0 = int(model.logit_frequencies(torch.from_numpy(z[None]))[0, ids[i]])
+        f0 = int(to_numpy(model.logit_frequencies(z[None]))[0, ids[i]])
         plain[i] = p.total_bits - np.log2(float(f0))
         best = max(pred.last.items(), key=lambda kv: kv[1])
         helper[i] = COMPONENTS.index(best[0]) if best[1] > f0 else -1
 
     for a, b, f, part in predicted_rows(lm, ids, p, on_token=learned if p.adapt else None):
-        f = torch.as_tensor(f)
+        rows = to_numpy(f)
         tg = targets[a:b]
-        total += ideal_bits(tg, f, p.total_bits)  # exactly lm_cost_bits' sum
-        enc.encode_many(tg, f)  # exactly _encode_segment's calls: the real payload
-        rows = f.cpu().numpy()
+        total += ideal_bits(tg, rows, p.total_bits)  # exactly lm_cost_bits' sum
+        enc.encode_many(tg, rows)  # exactly _encode_segment's calls: the real payload
         t = ids[a:b]
         fa = rows[np.arange(b - a), t].astype(np.int64)
         freq[a:b] = fa

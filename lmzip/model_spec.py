@@ -76,3 +76,17 @@ def check_bounds(cfg: ExactConfig) -> None:
         raise ModelError("inconsistent attention shape in model config")
     if max(cfg.dim, cfg.ffn_dim) > 2**16 or cfg.head_dim > 256 or cfg.max_context > MAX_CONTEXT:
         raise ModelError("model shape exceeds the bounds that keep float64 reductions exact")
+
+
+WEIGHTS_NAME = "model.safetensors"  # weights, with the config as JSON in the metadata: one file, one hash
+
+
+def save_exact(path, cfg: ExactConfig, tensors: dict) -> None:
+    """Write an exact model as one safetensors file (config in its metadata under ``lmzip_config``).
+
+    Tensors may be numpy arrays or torch tensors; the bytes are the same either way."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in tensors.items()}
+    save_file(arrays, str(path), metadata={"lmzip_config": cfg.to_json()})

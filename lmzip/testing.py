@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .convert import exact_config, exact_tensors, random_llama
-from .exact_model import ExactModel, save_exact
+from .model_spec import save_exact
 from .tokenizer import ByteTokenizer
 from .zoo import TOKENIZER_DIR, WEIGHTS
 
 
-def tiny_model(seed: int = 0, **shape) -> ExactModel:
-    """An in-memory exact model with random weights (byte vocabulary unless ``vocab_size`` is given)."""
+def tiny_model(seed: int = 0, **shape):
+    """An in-memory exact model (the torch reference) with random weights (byte vocabulary unless
+    ``vocab_size`` is given)."""
+    from .exact_model import ExactModel
+
     cfg, w = random_llama(seed, **shape)
     return ExactModel(exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
 

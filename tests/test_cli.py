@@ -158,7 +158,11 @@ def test_bare_forms_and_group_options(tmp_path, model):
 
 def test_version_and_help():
     r = run("--version")
-    assert r.exit_code == 0 and r.stdout.strip() == f"lmzip {lmzip.__version__} (.lmz format {container.FORMAT_VERSION})"
+    first, runtime = r.stdout.strip().splitlines()
+    assert r.exit_code == 0 and first == f"lmzip {lmzip.__version__} (.lmz format {container.FORMAT_VERSION})"
+    from lmzip import native
+
+    assert runtime == f"runtime: {native.describe()}" and runtime.split()[1] in ("native", "reference")
     r = run("--help")
     assert r.exit_code == 0
     assert "Exit codes:" in r.stdout and "130" in r.stdout

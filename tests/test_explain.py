@@ -267,7 +267,12 @@ def _chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.fail("Chromium is required for the HTML tests: apt-get update && apt-get install -y chromium")
+    # .ci/run installs Chromium and sets LMZIP_REQUIRE_BROWSER, so CI always renders the page;
+    # elsewhere a machine without a browser skips only this test.
+    msg = "Chromium is required for the HTML rendering test: apt-get update && apt-get install -y chromium"
+    if os.environ.get("LMZIP_REQUIRE_BROWSER"):
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def _run_chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess:

@@ -22,7 +22,12 @@ try:
     _IMPORT_ERROR: str | None = None
 except ImportError as exc:  # not built (unusual machine, build failure): the reference path works
     _native = None
-    _IMPORT_ERROR = str(exc)
+    from pathlib import Path as _Path
+
+    if not any(_Path(__file__).parent.glob("_native*")):
+        _IMPORT_ERROR = "the extension was not built here (pip install . builds it)"
+    else:
+        _IMPORT_ERROR = str(exc)
 
 SIMD_NAMES = ("portable", "avx2", "avx512vnni")
 _warned = False
@@ -52,7 +57,7 @@ def _warn_once() -> None:
     global _warned
     if not _warned and os.environ.get("LMZIP_RUNTIME", "").strip().lower() != "reference":
         _warned = True
-        print(f"lmzip: native runtime unavailable ({_IMPORT_ERROR}); using the slower reference path",
+        print(f"lmzip: native runtime unavailable ({_IMPORT_ERROR}); using the slower torch reference",
               file=sys.stderr)
 
 

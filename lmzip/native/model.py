@@ -156,13 +156,8 @@ class NativeModel:
         return out[0] if squeeze else out
 
     def logit_frequencies(self, z) -> np.ndarray:
-        from ..adapt import normalize
-
-        z = _np(z, np.int64)
-        idx = np.minimum(z.max(-1, keepdims=True) - z, len(self.out_exp) - 1)
-        e = self.out_exp[idx]
-        flat = e.reshape(-1, e.shape[-1])
-        return np.stack([normalize(r) for r in flat]).astype(np.int32).reshape(e.shape)
+        """Integer logits [..., V] -> int32 frequencies (what head_frequencies makes of head_logits)."""
+        return self._m.logit_frequencies(_np(z, np.int64))
 
 
 def load_native(path: str | Path, simd: int | None = None, threads: int | None = None) -> NativeModel:

@@ -179,3 +179,136 @@ void d_top_k(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs) {
   // h is now in order of "sorts after" ascending... i.e. best first.
   for (int i = 0; i < k; ++i) ids[i] = h[i].id, freqs[i] = h[i].f;
 }
+
+// ---- the adaptive predictor's passes on int32 rows (predictor.cpp explains the bounds) ----------
+
+// zb = (u >> 14) + max(z - zmax, -2**29); returns max(zb). Logits more than 2**29 below the
+// maximum land on the exp table's final 0 either way, so the clamp changes no result.
+int32_t d_biased32(const int32_t* u, const int64_t* z, int64_t zmax, int32_t* zb, int n) {
+  int32_t m = INT32_MIN;
+  const int64_t lo = -(int64_t(1) << 29);
+  for (int i = 0; i < n; ++i) {
+    int64_t d = z[i] - zmax;
+    d = d < lo ? lo : d;
+    const int32_t v = (u[i] >> 14) + int32_t(d);
+    zb[i] = v;
+    m = v > m ? v : m;
+  }
+  return m;
+}
+
+// et = table[min(mx - zb, last)]; *sum = sum(et), *arg = first index of max(et).
+void d_exp32(const int32_t* zb, int32_t mx, const int32_t* table, int32_t last, int32_t* et, int n, int64_t* sum,
+             int* arg) {
+  int64_t s = 0, key = -1;
+  for (int i = 0; i < n; ++i) {
+    int32_t d = mx - zb[i];
+    d = d < last ? d : last;
+    const int32_t v = table[d];
+    et[i] = v;
+    s += v;
+    const int64_t k = (int64_t(v) << ARG_BITS) | (ARG_MASK - i);
+    key = k > key ? k : key;
+  }
+  *sum = s;
+  *arg = int(ARG_MASK - (key & ARG_MASK));
+}
+
+// The biased teacher's frequencies are f = 1 + floor(et * r / 2**32) (+ the remainder at its first
+// maximum); here: sum of the floors, and sum(et >> sh) (the mixture's teacher mass).
+void d_teacher_sums(const int32_t* et, int n, int64_t r, int sh, int64_t* fsum, int64_t* st) {
+  int64_t a = 0, b = 0;
+  const uint64_t rr = uint64_t(r);
+  for (int i = 0; i < n; ++i) {
+    a += int64_t((uint64_t(uint32_t(et[i])) * rr) >> 32);
+    b += uint32_t(et[i]) >> sh;
+  }
+  *fsum = a;
+  *st = b;
+}
+
+// f itself as an output row (the mixture had nothing to add): 1 + floor(et * r / 2**32).
+int64_t d_teacher_out(const int32_t* et, int n, int64_t r, int32_t* out) {
+  int64_t s = 0;
+  const uint64_t rr = uint64_t(r);
+  for (int i = 0; i < n; ++i) {
+    const int64_t x = int64_t((uint64_t(uint32_t(et[i])) * rr) >> 32);
+    out[i] = int32_t(x + 1);
+    s += x;
+  }
+  return s;
+}
+
+// The mixture's dense part g = (((et >> sh) * dense) >> sh2): sum, and the max-key of g.
+void d_mix_sum_arg(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t* sum, int64_t* key) {
+  int64_t s = 0, kmax = -1;
+  const uint64_t dd = uint64_t(dense);
+  for (int i = 0; i < n; ++i) {
+    const int64_t g = int64_t(((uint64_t(uint32_t(et[i]) >> sh)) * dd) >> sh2);
+    s += g;
+    const int64_t k = (g << ARG_BITS) | (ARG_MASK - i);
+    kmax = k > kmax ? k : kmax;
+  }
+  *sum = s;
+  *key = kmax;
+}
+
+// out = 1 + floor(g * r2 / 2**32) for the dense part g; returns the sum of the floors.
+int64_t d_mix_out(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out) {
+  int64_t s = 0;
+  const uint64_t dd = uint64_t(dense), rr = uint64_t(r2);
+  for (int i = 0; i < n; ++i) {
+    const uint64_t g = ((uint64_t(uint32_t(et[i]) >> sh)) * dd) >> sh2;
+    const int64_t x = int64_t((g * rr) >> 32);  // g * r2 < 2**56 (see predictor.cpp)
+    out[i] = int32_t(x + 1);
+    s += x;
+  }
+  return s;
+}
+
+// The unigram bias step for every token: u -= (f * lr) >> 16 with f = 1 + floor(et * r / 2**32)
+// (the first maximum's remainder is added by the caller); and the tokens with f >= thr, ascending.
+int d_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr, int64_t thr, int32_t* sel) {
+  const uint64_t rr = uint64_t(r), ll = uint64_t(lr);
+  int c = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int any = 0;
+    for (int j = 0; j < 16; ++j) {
+      const uint64_t f = ((uint64_t(uint32_t(et[i + j])) * rr) >> 32) + 1;
+      u[i + j] -= int32_t((f * ll) >> 16);
+      any |= int64_t(f) >= thr;
+    }
+    if (!any) continue;
+    for (int j = 0; j < 16; ++j)
+      if (int64_t(((uint64_t(uint32_t(et[i + j])) * rr) >> 32) + 1) >= thr) sel[c++] = i + j;
+  }
+  for (; i < n; ++i) {
+    const uint64_t f = ((uint64_t(uint32_t(et[i])) * rr) >> 32) + 1;
+    u[i] -= int32_t((f * ll) >> 16);
+    if (int64_t(f) >= thr) sel[c++] = i;
+  }
+  return c;
+}
+
+// Tokens with f >= thr only (no bias step: unigram learning off).
+int d_select_teacher(const int32_t* et, int n, int64_t r, int64_t thr, int32_t* sel) {
+  const uint64_t rr = uint64_t(r);
+  int c = 0, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    int any = 0;
+    for (int j = 0; j < 16; ++j) any |= int64_t(((uint64_t(uint32_t(et[i + j])) * rr) >> 32) + 1) >= thr;
+    if (!any) continue;
+    for (int j = 0; j < 16; ++j)
+      if (int64_t(((uint64_t(uint32_t(et[i + j])) * rr) >> 32) + 1) >= thr) sel[c++] = i + j;
+  }
+  for (; i < n; ++i)
+    if (int64_t(((uint64_t(uint32_t(et[i])) * rr) >> 32) + 1) >= thr) sel[c++] = i;
+  return c;
+}
+
+void d_clip32(int32_t* u, int32_t lim, int n) {
+  for (int i = 0; i < n; ++i) {
+    const int32_t v = u[i] < -lim ? -lim : u[i];
+    u[i] = v > lim ? lim : v;
+  }
+}

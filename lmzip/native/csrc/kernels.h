@@ -19,18 +19,30 @@ constexpr int K_ALIGN = 32;
 // blocks of KEY_BLOCK positions, dimension-major inside a block.
 constexpr int HD_ALIGN = 8;
 constexpr int KEY_BLOCK = 8;
-// Query rows attended together (they share every key and value load).
-constexpr int MAX_GROUP = 6;
+// Query rows attended together (they share every key and value load; kernels work on tiles of
+// at most TILE_ROWS of them, re-reading each key or value block from L1 for the next tile).
+constexpr int MAX_GROUP = 12;
+constexpr int TILE_ROWS = 6;
+
+// Weights are packed for the kernels (Linear::set): groups of PACK_ROWS rows, K in chunks of
+// K_ALIGN bytes, and inside a group the rows' chunks interleaved, so that one step of a decoding
+// matmul reads one contiguous run of PACK_ROWS * K_ALIGN bytes (twice the bandwidth of reading
+// eight separate rows, measured). Rows are padded to a multiple of PACK_ROWS with zeros.
+constexpr int PACK_ROWS = 8;
+inline size_t packed_offset(int n, int k, int K) {
+  return (size_t(n / PACK_ROWS) * size_t(K / K_ALIGN) + size_t(k / K_ALIGN)) * (PACK_ROWS * K_ALIGN) +
+         size_t(n % PACK_ROWS) * K_ALIGN + size_t(k % K_ALIGN);
+}
 
 // acc[m, n] = sum_k x[m, k] * w[n, k] (exact), for rows m < M and columns n0 <= n < n1, then
 //   y[m * ldy + n]  = ((double)acc * scale[n]) * kf[m]                (y != nullptr)
 //   yi[m * ldy + n] = (int64) round-half-even(((double)acc * scale[n]) * kf[m])   (yi != nullptr)
+// n0 is a multiple of PACK_ROWS; w is packed (see above).
 struct MatmulArgs {
   const int16_t* x;
   size_t ldx;
   int M;
   const int8_t* w;
-  size_t ldw;
   int K;  // a multiple of K_ALIGN
   const double* scale;
   const double* kf;
@@ -41,7 +53,8 @@ struct MatmulArgs {
 };
 
 // s[g * lds + j] = q[g] . key[j] for g < G, j in [j0, j1): q rows hdp doubles apart (exact
-// integers), keys in blocks (see KEY_BLOCK) of int32. j0 is a multiple of KEY_BLOCK.
+// integers), keys in blocks (see KEY_BLOCK) of int32. j0 is a multiple of KEY_BLOCK; entries up to
+// the end of j1's block may be written (lds and the rows' room are multiples of KEY_BLOCK).
 struct ScoreArgs {
   const double* q;
   int G;
@@ -52,22 +65,33 @@ struct ScoreArgs {
   size_t lds;
 };
 
-// num[g * hdp + d] += sum over the listed keys j of e[g * lde + j] * v[j * hdp + d].
+// num[g * hdp + d] += sum over keys j in [j0, j1) of e[g * lde + j] * v[j * hdp + d] (exact:
+// integers, partial sums < 2**53). Blocks of keys whose weights are all zero are skipped.
 struct MixArgs {
   const double* e;
   size_t lde;
   int G;
   int hdp;
   const int32_t* v;
-  const int32_t* idx;
-  int nj;
+  int j0, j1;
   double* num;
+};
+
+// Attention weights in place: s[j] = table[min(round_half_even((top - s[j]) * scale), last)] for
+// j < min(lim, n), 0 for lim <= j < n; returns their sum (an exact integer). lim may exceed n.
+struct WeightArgs {
+  double* s;
+  int64_t n, lim;
+  double top, scale;
+  const double* table;
+  int64_t last;
 };
 
 struct Kernels {
   void (*matmul)(const MatmulArgs&);
   void (*scores)(const ScoreArgs&);
   void (*mix)(const MixArgs&);
+  int64_t (*weights)(const WeightArgs&);
 };
 
 // Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.
@@ -86,6 +110,16 @@ struct DenseKernels {
   int32_t (*min32)(const int32_t* row, int n);
   int (*select_ge)(const int64_t* f, int64_t thr, int n, int32_t* out);
   void (*top_k)(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs);
+  int32_t (*biased32)(const int32_t* u, const int64_t* z, int64_t zmax, int32_t* zb, int n);
+  void (*exp32)(const int32_t* zb, int32_t mx, const int32_t* table, int32_t last, int32_t* et, int n, int64_t* sum,
+                int* arg);
+  void (*teacher_sums)(const int32_t* et, int n, int64_t r, int sh, int64_t* fsum, int64_t* st);
+  int64_t (*teacher_out)(const int32_t* et, int n, int64_t r, int32_t* out);
+  void (*mix_sum_arg)(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t* sum, int64_t* key);
+  int64_t (*mix_out)(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out);
+  int (*unigram_step32)(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr, int64_t thr, int32_t* sel);
+  int (*select_teacher)(const int32_t* et, int n, int64_t r, int64_t thr, int32_t* sel);
+  void (*clip32)(int32_t* u, int32_t lim, int n);
 };
 extern const DenseKernels dense_portable;
 #if defined(__x86_64__)
@@ -99,10 +133,12 @@ int dense_level();
 void matmul_portable(const MatmulArgs&);
 void scores_portable(const ScoreArgs&);
 void mix_portable(const MixArgs&);
+int64_t weights_portable(const WeightArgs&);
 #if defined(__x86_64__)
 void matmul_avx2(const MatmulArgs&);
 void scores_avx2(const ScoreArgs&);
 void mix_avx2(const MixArgs&);
+int64_t weights_avx2(const WeightArgs&);
 void matmul_avx512vnni(const MatmulArgs&);
 #endif
 

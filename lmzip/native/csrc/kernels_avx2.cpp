@@ -8,20 +8,205 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // false positives inside GCC 12's gather intrinsics
 
 namespace lmz {
 namespace {
 #include "dense_impl.h"
+
+// Hand-vectorized versions of two predictor passes GCC leaves scalar (it does not emit gathers
+// under generic tuning, and the 32 x 32 -> 64-bit products defeat it).
+
+// floor(v * r / 2**32) per unsigned 32-bit lane, r < 2**32.
+inline __m256i mulhi32(__m256i v, __m256i rv) {
+  const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(v, rv), 32);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(v, 32), rv);
+  return _mm256_blend_epi32(even, odd, 0xAA);
+}
+
+// floor(v * l / 2**16) per lane for v * l < 2**48 and a result below 2**32.
+inline __m256i mulshr16(__m256i v, __m256i lv) {
+  const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(v, lv), 16);
+  const __m256i odd = _mm256_slli_epi64(_mm256_srli_epi64(_mm256_mul_epu32(_mm256_srli_epi64(v, 32), lv), 16), 32);
+  return _mm256_blend_epi32(even, odd, 0xAA);
+}
+
+void x_exp32(const int32_t* zb, int32_t mx, const int32_t* table, int32_t last, int32_t* et, int n, int64_t* sum,
+             int* arg) {
+  const __m256i vmx = _mm256_set1_epi32(mx), vlast = _mm256_set1_epi32(last);
+  __m256i s64 = _mm256_setzero_si256(), best = _mm256_set1_epi32(-1), bidx = _mm256_setzero_si256();
+  __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i eight = _mm256_set1_epi32(8);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i d = _mm256_min_epi32(_mm256_sub_epi32(vmx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zb + i))), vlast);
+    const __m256i v = _mm256_i32gather_epi32(table, d, 4);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(et + i), v);
+    s64 = _mm256_add_epi64(s64, _mm256_add_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(v)),
+                                                 _mm256_cvtepu32_epi64(_mm256_extracti128_si256(v, 1))));
+    const __m256i gt = _mm256_cmpgt_epi32(v, best);  // strictly greater: each lane keeps its first maximum
+    best = _mm256_blendv_epi8(best, v, gt);
+    bidx = _mm256_blendv_epi8(bidx, idx, gt);
+    idx = _mm256_add_epi32(idx, eight);
+  }
+  int64_t lanes[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lanes), s64);
+  int64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  int32_t bv[8], bi[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(bv), best);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(bi), bidx);
+  int32_t m = -1, a = 0;
+  for (int l = 0; l < 8; ++l)
+    if (bv[l] > m || (bv[l] == m && bi[l] < a)) m = bv[l], a = bi[l];
+  for (; i < n; ++i) {
+    int32_t d = mx - zb[i];
+    d = d < last ? d : last;
+    const int32_t v = table[d];
+    et[i] = v;
+    s += v;
+    if (v > m) m = v, a = i;
+  }
+  *sum = s;
+  *arg = a;
+}
+
+// Per 8 lanes of et: the 64-bit values of its even and odd lanes (as 4 x 64 each).
+inline void split64(__m256i v, __m256i& even, __m256i& odd) {
+  even = _mm256_and_si256(v, _mm256_set1_epi64x(0xffffffffLL));
+  odd = _mm256_srli_epi64(v, 32);
+}
+
+void x_teacher_sums(const int32_t* et, int n, int64_t r, int sh, int64_t* fsum, int64_t* st) {
+  const __m256i rv = _mm256_set1_epi64x(r);
+  const __m128i shv = _mm_cvtsi32_si128(sh);
+  __m256i fa = _mm256_setzero_si256(), sa = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i e, o;
+    split64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(et + i)), e, o);
+    fa = _mm256_add_epi64(fa, _mm256_add_epi64(_mm256_srli_epi64(_mm256_mul_epu32(e, rv), 32),
+                                               _mm256_srli_epi64(_mm256_mul_epu32(o, rv), 32)));
+    sa = _mm256_add_epi64(sa, _mm256_add_epi64(_mm256_srl_epi64(e, shv), _mm256_srl_epi64(o, shv)));
+  }
+  int64_t a[4], b[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), fa);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(b), sa);
+  int64_t F = a[0] + a[1] + a[2] + a[3], S = b[0] + b[1] + b[2] + b[3];
+  for (; i < n; ++i) {
+    F += int64_t((uint64_t(uint32_t(et[i])) * uint64_t(r)) >> 32);
+    S += uint32_t(et[i]) >> sh;
+  }
+  *fsum = F;
+  *st = S;
+}
+
+// g = ((et >> sh) * dense) >> sh2 on 4 x 64-bit lanes (g < 2**33, see predictor.cpp).
+inline __m256i mix_g(__m256i lanes, __m128i shv, __m256i dv, __m128i sh2v) {
+  return _mm256_srl_epi64(_mm256_mul_epu32(_mm256_srl_epi64(lanes, shv), dv), sh2v);
+}
+
+void x_mix_sum_arg(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t* sum, int64_t* key) {
+  const __m256i dv = _mm256_set1_epi64x(dense);
+  const __m128i shv = _mm_cvtsi32_si128(sh), sh2v = _mm_cvtsi32_si128(sh2);
+  const int64_t mask = (int64_t(1) << ARG_BITS) - 1;
+  __m256i sa = _mm256_setzero_si256(), best = _mm256_set1_epi64x(-1);
+  // keys: (g << 24) | (mask - index); even lanes hold indices i, i+2, ...; odd lanes i+1, i+3, ...
+  __m256i ie = _mm256_setr_epi64x(mask, mask - 2, mask - 4, mask - 6), io = _mm256_sub_epi64(ie, _mm256_set1_epi64x(1));
+  const __m256i step = _mm256_set1_epi64x(8);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i e, o;
+    split64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(et + i)), e, o);
+    const __m256i ge = mix_g(e, shv, dv, sh2v), go = mix_g(o, shv, dv, sh2v);
+    sa = _mm256_add_epi64(sa, _mm256_add_epi64(ge, go));
+    const __m256i ke = _mm256_or_si256(_mm256_slli_epi64(ge, ARG_BITS), ie);
+    const __m256i ko = _mm256_or_si256(_mm256_slli_epi64(go, ARG_BITS), io);
+    best = _mm256_blendv_epi8(best, ke, _mm256_cmpgt_epi64(ke, best));
+    best = _mm256_blendv_epi8(best, ko, _mm256_cmpgt_epi64(ko, best));
+    ie = _mm256_sub_epi64(ie, step);
+    io = _mm256_sub_epi64(io, step);
+  }
+  int64_t a[4], b[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), sa);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(b), best);
+  int64_t S = a[0] + a[1] + a[2] + a[3], K = b[0];
+  for (int l = 1; l < 4; ++l) K = b[l] > K ? b[l] : K;
+  for (; i < n; ++i) {
+    const int64_t g = int64_t(((uint64_t(uint32_t(et[i]) >> sh)) * uint64_t(dense)) >> sh2);
+    S += g;
+    const int64_t k = (g << ARG_BITS) | (mask - i);
+    K = k > K ? k : K;
+  }
+  *sum = S;
+  *key = K;
+}
+
+int64_t x_mix_out(const int32_t* et, int n, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out) {
+  const __m256i dv = _mm256_set1_epi64x(dense), rv = _mm256_set1_epi64x(r2), one = _mm256_set1_epi32(1);
+  const __m256i lo32 = _mm256_set1_epi64x(0xffffffffLL);
+  const __m128i shv = _mm_cvtsi32_si128(sh), sh2v = _mm_cvtsi32_si128(sh2);
+  __m256i fa = _mm256_setzero_si256();
+  int i = 0;
+  // floor(g * r2 / 2**32) for g < 2**33: g = gh * 2**32 + gl, gh in {0, 1}.
+  auto scaled = [&](__m256i g) {
+    const __m256i low = _mm256_srli_epi64(_mm256_mul_epu32(g, rv), 32);
+    const __m256i high = _mm256_and_si256(_mm256_cmpgt_epi64(g, lo32), rv);
+    return _mm256_add_epi64(low, high);
+  };
+  for (; i + 8 <= n; i += 8) {
+    __m256i e, o;
+    split64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(et + i)), e, o);
+    const __m256i xe = scaled(mix_g(e, shv, dv, sh2v)), xo = scaled(mix_g(o, shv, dv, sh2v));
+    fa = _mm256_add_epi64(fa, _mm256_add_epi64(xe, xo));
+    const __m256i packed = _mm256_blend_epi32(xe, _mm256_slli_epi64(xo, 32), 0xAA);  // each x < 2**32
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_add_epi32(packed, one));
+  }
+  int64_t a[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), fa);
+  int64_t F = a[0] + a[1] + a[2] + a[3];
+  for (; i < n; ++i) {
+    const uint64_t g = ((uint64_t(uint32_t(et[i]) >> sh)) * uint64_t(dense)) >> sh2;
+    const int64_t x = int64_t((g * uint64_t(r2)) >> 32);
+    out[i] = int32_t(x + 1);
+    F += x;
+  }
+  return F;
+}
+
+int x_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr, int64_t thr, int32_t* sel) {
+  const __m256i rv = _mm256_set1_epi64x(r), lv = _mm256_set1_epi64x(lr), one = _mm256_set1_epi32(1);
+  const __m256i tv = _mm256_set1_epi32(int32_t(thr - 1));
+  int c = 0, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i f = _mm256_add_epi32(mulhi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(et + i)), rv), one);
+    __m256i* up = reinterpret_cast<__m256i*>(u + i);
+    _mm256_storeu_si256(up, _mm256_sub_epi32(_mm256_loadu_si256(up), mulshr16(f, lv)));
+    int mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(f, tv)));
+    while (mask) {
+      sel[c++] = i + __builtin_ctz(unsigned(mask));
+      mask &= mask - 1;
+    }
+  }
+  for (; i < n; ++i) {
+    const uint64_t f = ((uint64_t(uint32_t(et[i])) * uint64_t(r)) >> 32) + 1;
+    u[i] -= int32_t((f * uint64_t(lr)) >> 16);
+    if (int64_t(f) >= thr) sel[c++] = i;
+  }
+  return c;
+}
 }  // namespace
 
 const DenseKernels dense_avx2 = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
-                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k};
+                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k,
+                                d_biased32, x_exp32, x_teacher_sums, d_teacher_out, x_mix_sum_arg, x_mix_out,
+                                x_unigram_step32, d_select_teacher, d_clip32};
 
 namespace {
 
 // vpmaddwd adds two products of |x| <= 32639 and |w| <= 128 per int32 lane; 128 of them
 // stay below 2**31, so int32 lanes are flushed to int64 every 2048 k.
 constexpr int KBLOCK = 2048;
+constexpr int GROUP_BYTES = PACK_ROWS * K_ALIGN;
 
 inline int64_t hsum_epi32(__m256i a) {
   __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(a));
@@ -31,127 +216,186 @@ inline int64_t hsum_epi32(__m256i a) {
   return _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
 }
 
-template <int MR, int NR>
-inline void tile(const int16_t* x, size_t ldx, const int8_t* w, size_t ldw, int K, int64_t* out) {
-  for (int i = 0; i < MR * NR; ++i) out[i] = 0;
-  for (int k0 = 0; k0 < K; k0 += KBLOCK) {
-    const int k1 = K < k0 + KBLOCK ? K : k0 + KBLOCK;
-    __m256i acc[MR][NR];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_si256();
-    for (int k = k0; k < k1; k += 16) {
-      __m256i wv[NR];
-      for (int j = 0; j < NR; ++j)
-        wv[j] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + j * ldw + k)));
-      for (int i = 0; i < MR; ++i) {
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i * ldx + k));
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(xv, wv[j]));
-      }
-    }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) out[i * NR + j] += hsum_epi32(acc[i][j]);
-  }
+inline __m256i load_w16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+inline void epilogue(const MatmulArgs& a, int m, int n, int64_t acc) {
+  if (n >= a.n1) return;  // a padding row of the last group
+  const double r = (double(acc) * a.scale[n]) * a.kf[m];
+  if (a.y) a.y[m * a.ldy + n] = r;
+  if (a.yi) a.yi[m * a.ldy + n] = int64_t(__builtin_nearbyint(r));
 }
 
-// One output tile through the epilogue.
-template <int MR, int NR>
-inline void tile_out(const MatmulArgs& a, int m, int n) {
-  int64_t acc[MR * NR];
-  tile<MR, NR>(a.x + m * a.ldx, a.ldx, a.w + n * a.ldw, a.ldw, a.K, acc);
-  for (int i = 0; i < MR; ++i) {
-    const double kf = a.kf[m + i];
-    for (int j = 0; j < NR; ++j) {
-      const double r = (double(acc[i * NR + j]) * a.scale[n + j]) * kf;
-      if (a.y) a.y[(m + i) * a.ldy + n + j] = r;
-      if (a.yi) a.yi[(m + i) * a.ldy + n + j] = int64_t(__builtin_nearbyint(r));
-    }
+// The tiles below keep their accumulators in named variables, one function per K block (at most
+// KBLOCK long): with accumulator arrays, or a K-block loop around the K loop, GCC keeps most of
+// them on the stack (measured: half the speed).
+
+// One activation row against a whole group of eight weight rows: the decoding step's shape,
+// bound by memory bandwidth; the group's bytes are read as one contiguous run.
+__attribute__((noinline)) void group_1x8_block(const int16_t* x, const int8_t* w, int k0, int k1, int64_t* out) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int k = k0; k < k1; k += K_ALIGN) {
+    const int8_t* p = w + size_t(k / K_ALIGN) * GROUP_BYTES;
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k + 16));
+#define LMZ_ROW(J, A)                                                            \
+  A = _mm256_add_epi32(A, _mm256_madd_epi16(x0, load_w16(p + J * K_ALIGN)));     \
+  A = _mm256_add_epi32(A, _mm256_madd_epi16(x1, load_w16(p + J * K_ALIGN + 16)));
+    LMZ_ROW(0, a0) LMZ_ROW(1, a1) LMZ_ROW(2, a2) LMZ_ROW(3, a3) LMZ_ROW(4, a4) LMZ_ROW(5, a5) LMZ_ROW(6, a6) LMZ_ROW(7, a7)
+#undef LMZ_ROW
   }
+  out[0] += hsum_epi32(a0), out[1] += hsum_epi32(a1), out[2] += hsum_epi32(a2), out[3] += hsum_epi32(a3);
+  out[4] += hsum_epi32(a4), out[5] += hsum_epi32(a5), out[6] += hsum_epi32(a6), out[7] += hsum_epi32(a7);
+}
+
+inline void group_1x8(const MatmulArgs& a, int m, int g) {
+  const int8_t* w = a.w + size_t(g) * size_t(a.K / K_ALIGN) * GROUP_BYTES;
+  int64_t tot[PACK_ROWS] = {0};
+  for (int k0 = 0; k0 < a.K; k0 += KBLOCK) group_1x8_block(a.x + m * a.ldx, w, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot);
+  for (int j = 0; j < PACK_ROWS; ++j) epilogue(a, m, g * PACK_ROWS + j, tot[j]);
+}
+
+// MR (<= 6) activation rows against two weight rows of a group: 12 accumulators at MR = 6, two
+// weight registers and one activation register, within AVX2's 16.
+template <int MR>
+__attribute__((noinline)) void pair_block(const int16_t* x, size_t ldx, const int8_t* w, int k0, int k1, int64_t* out) {
+  const __m256i z = _mm256_setzero_si256();
+  __m256i a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, b0 = z, b1 = z, b2 = z, b3 = z, b4 = z, b5 = z;
+  for (int k = k0; k < k1; k += 16) {
+    const int8_t* p = w + size_t(k / K_ALIGN) * GROUP_BYTES + (k % K_ALIGN);
+    const __m256i w0 = load_w16(p), w1 = load_w16(p + K_ALIGN);
+#define LMZ_ROW(I, A, B)                                                                         \
+  if constexpr (MR > I) {                                                                        \
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + I * ldx + k));    \
+    A = _mm256_add_epi32(A, _mm256_madd_epi16(xv, w0));                                          \
+    B = _mm256_add_epi32(B, _mm256_madd_epi16(xv, w1));                                          \
+  }
+    LMZ_ROW(0, a0, b0) LMZ_ROW(1, a1, b1) LMZ_ROW(2, a2, b2) LMZ_ROW(3, a3, b3) LMZ_ROW(4, a4, b4) LMZ_ROW(5, a5, b5)
+#undef LMZ_ROW
+  }
+  const __m256i av[6] = {a0, a1, a2, a3, a4, a5}, bv[6] = {b0, b1, b2, b3, b4, b5};
+  for (int i = 0; i < MR; ++i) out[2 * i] += hsum_epi32(av[i]), out[2 * i + 1] += hsum_epi32(bv[i]);
 }
 
 template <int MR>
-inline void row_tiles(const MatmulArgs& a, int m, int n0, int n1) {
-  int n = n0;
-  for (; n + 4 <= n1; n += 4) tile_out<MR, 4>(a, m, n);
-  switch (n1 - n) {
-    case 3: tile_out<MR, 3>(a, m, n); break;
-    case 2: tile_out<MR, 2>(a, m, n); break;
-    case 1: tile_out<MR, 1>(a, m, n); break;
-    default: break;
+inline void group_rows(const MatmulArgs& a, int m, int g) {
+  const int8_t* w = a.w + size_t(g) * size_t(a.K / K_ALIGN) * GROUP_BYTES;
+  for (int jp = 0; jp < PACK_ROWS / 2; ++jp) {
+    int64_t tot[2 * MR] = {0};
+    for (int k0 = 0; k0 < a.K; k0 += KBLOCK)
+      pair_block<MR>(a.x + m * a.ldx, a.ldx, w + jp * 2 * K_ALIGN, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot);
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < 2; ++j) epilogue(a, m + i, g * PACK_ROWS + jp * 2 + j, tot[2 * i + j]);
   }
 }
 
-template <>
-inline void row_tiles<1>(const MatmulArgs& a, int m, int n0, int n1) {
-  int n = n0;  // one activation row (a decoding step): more weight rows per pass
-  for (; n + 8 <= n1; n += 8) tile_out<1, 8>(a, m, n);
-  for (; n + 4 <= n1; n += 4) tile_out<1, 4>(a, m, n);
-  for (; n < n1; ++n) tile_out<1, 1>(a, m, n);
-}
-
 void matmul(const MatmulArgs& a) {
-  // Blocks: 48 activation rows (in L2) against weight rows that fit in L1 together.
+  const int g0 = a.n0 / PACK_ROWS, g1 = (a.n1 + PACK_ROWS - 1) / PACK_ROWS;
+  if (a.M == 1) {
+    for (int g = g0; g < g1; ++g) group_1x8(a, 0, g);
+    return;
+  }
+  // Blocks: 48 activation rows (in L2) against groups whose bytes fit in L1 together.
   const int MB = 48;
-  int NB = (24 * 1024) / (a.K > 0 ? a.K : 1);
-  NB = NB < 12 ? 12 : (NB / 12) * 12;
+  int GB = (24 * 1024) / (a.K * PACK_ROWS > 0 ? a.K * PACK_ROWS : 1);
+  GB = GB < 1 ? 1 : GB;
   for (int m0 = 0; m0 < a.M; m0 += MB) {
     const int m1 = a.M < m0 + MB ? a.M : m0 + MB;
-    for (int nb = a.n0; nb < a.n1; nb += NB) {
-      const int ne = a.n1 < nb + NB ? a.n1 : nb + NB;
-      int m = m0;
-      for (; m + 3 <= m1; m += 3) row_tiles<3>(a, m, nb, ne);
-      switch (m1 - m) {
-        case 2: row_tiles<2>(a, m, nb, ne); break;
-        case 1: row_tiles<1>(a, m, nb, ne); break;
-        default: break;
+    for (int gb = g0; gb < g1; gb += GB) {
+      const int ge = g1 < gb + GB ? g1 : gb + GB;
+      for (int g = gb; g < ge; ++g) {
+        int m = m0;
+        for (; m + 6 <= m1; m += 6) group_rows<6>(a, m, g);
+        switch (m1 - m) {
+          case 5: group_rows<5>(a, m, g); break;
+          case 4: group_rows<4>(a, m, g); break;
+          case 3: group_rows<3>(a, m, g); break;
+          case 2: group_rows<2>(a, m, g); break;
+          case 1: group_rows<1>(a, m, g); break;
+          default: break;
+        }
       }
     }
   }
 }
 
 // -- attention --------------------------------------------------------------------------------
+// Scores: G query rows against 8 * NB keys per pass, the products summed in float64 FMAs
+// (integers below 2**53, so nothing rounds). Named accumulators, one function per tile shape
+// (see the matmul tiles): at most 12 of them, plus the converted keys and one broadcast query.
 
 template <int G, int NB>
-inline void score_blocks(const ScoreArgs& a, int b) {
-  __m256d acc[G][2 * NB];
-  for (int g = 0; g < G; ++g)
-    for (int t = 0; t < 2 * NB; ++t) acc[g][t] = _mm256_setzero_pd();
-  const int32_t* base = a.kblk + size_t(b) * a.hdp * KEY_BLOCK;
+__attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
+  static_assert(G * 2 * NB <= 12, "tile too large for AVX2's 16 registers");
+  const __m256d z = _mm256_setzero_pd();
+  __m256d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
+  __m256d c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
   const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
+  const int32_t* base = a.kblk + size_t(b) * bstride;
   for (int d = 0; d < a.hdp; ++d) {
-    __m256d kv[2 * NB];
-    for (int t = 0; t < NB; ++t) {
-      const __m256i k8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * bstride + d * KEY_BLOCK));
-      kv[2 * t] = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8));
-      kv[2 * t + 1] = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8, 1));
+    const __m256i k8a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + d * KEY_BLOCK));
+    const __m256d k0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8a));
+    const __m256d k1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8a, 1));
+    __m256d k2 = z, k3 = z;
+    if constexpr (NB == 2) {
+      const __m256i k8b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + bstride + d * KEY_BLOCK));
+      k2 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8b));
+      k3 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8b, 1));
     }
-    for (int g = 0; g < G; ++g) {
-      const __m256d qb = _mm256_broadcast_sd(a.q + g * a.hdp + d);
-      for (int t = 0; t < 2 * NB; ++t) acc[g][t] = _mm256_fmadd_pd(qb, kv[t], acc[g][t]);
-    }
+#define LMZ_Q(I, A0, A1, A2, A3)                                  \
+  if constexpr (G > I) {                                          \
+    const __m256d qb = _mm256_broadcast_sd(a.q + I * a.hdp + d);  \
+    A0 = _mm256_fmadd_pd(qb, k0, A0);                             \
+    A1 = _mm256_fmadd_pd(qb, k1, A1);                             \
+    if constexpr (NB == 2) {                                      \
+      A2 = _mm256_fmadd_pd(qb, k2, A2);                           \
+      A3 = _mm256_fmadd_pd(qb, k3, A3);                           \
+    }                                                             \
   }
-  for (int t = 0; t < NB; ++t) {
-    const int j = (b + t) * KEY_BLOCK;
-    for (int g = 0; g < G; ++g) {
-      double tmp[8];
-      _mm256_storeu_pd(tmp, acc[g][2 * t]);
-      _mm256_storeu_pd(tmp + 4, acc[g][2 * t + 1]);
-      const int n = a.j1 - j < KEY_BLOCK ? a.j1 - j : KEY_BLOCK;
-      double* out = a.s + g * a.lds + j;
-      for (int l = 0; l < n; ++l) out[l] = tmp[l];
-    }
+    LMZ_Q(0, c00, c01, c02, c03) LMZ_Q(1, c10, c11, c12, c13) LMZ_Q(2, c20, c21, c22, c23)
+    LMZ_Q(3, c30, c31, c30, c31) LMZ_Q(4, c40, c41, c40, c41) LMZ_Q(5, c50, c51, c50, c51)
+#undef LMZ_Q
   }
+  // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
+  const int j = b * KEY_BLOCK;
+  const __m256d r[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
+                           {c30, c31, z, z},     {c40, c41, z, z},     {c50, c51, z, z}};
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < 2 * NB; ++t) _mm256_storeu_pd(a.s + g * a.lds + j + 4 * t, r[g][t]);
 }
 
 template <int G>
 inline void scores_g(const ScoreArgs& a) {
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   int b = b0;
-  if (G <= 3)
-    for (; b + 2 <= b1; b += 2) score_blocks<G, 2>(a, b);
-  for (; b < b1; ++b) score_blocks<G, 1>(a, b);
+  if constexpr (G <= 3)
+    for (; b + 2 <= b1; b += 2) score_tile<G, 2>(a, b);
+  for (; b < b1; ++b) score_tile<G, 1>(a, b);
+}
+
+inline void tile_block(const ScoreArgs& a, int rows, int b) {
+  switch (rows) {
+    case 1: score_tile<1, 1>(a, b); break;
+    case 2: score_tile<2, 1>(a, b); break;
+    case 3: score_tile<3, 1>(a, b); break;
+    case 4: score_tile<4, 1>(a, b); break;
+    case 5: score_tile<5, 1>(a, b); break;
+    default: score_tile<6, 1>(a, b); break;
+  }
 }
 
 void scores(const ScoreArgs& a) {
+  if (a.G > TILE_ROWS) {  // each key block once from L3, then from L1 for every tile of rows
+    const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+    for (int b = b0; b < b1; ++b)
+      for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+        ScoreArgs t = a;
+        t.q = a.q + r0 * a.hdp;
+        t.s = a.s + r0 * a.lds;
+        t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+        tile_block(t, t.G, b);
+      }
+    return;
+  }
   switch (a.G) {
     case 1: scores_g<1>(a); break;
     case 2: scores_g<2>(a); break;
@@ -162,40 +406,102 @@ void scores(const ScoreArgs& a) {
   }
 }
 
-template <int G>
-inline void mix_g(const MixArgs& a) {
-  for (int d0 = 0; d0 < a.hdp; d0 += 8) {
-    __m256d acc[G][2];
-    for (int g = 0; g < G; ++g) {
-      acc[g][0] = _mm256_loadu_pd(a.num + g * a.hdp + d0);
-      acc[g][1] = _mm256_loadu_pd(a.num + g * a.hdp + d0 + 4);
+// Weights: round((top - s) * scale) with the SSE4.1 rounding of the current mode (half-even,
+// as the reference's round), clamped, looked up in the table, summed exactly.
+int64_t weights(const WeightArgs& a) {
+  const __m256d top = _mm256_set1_pd(a.top), scale = _mm256_set1_pd(a.scale), last = _mm256_set1_pd(double(a.last));
+  __m256d zsum = _mm256_setzero_pd();
+  const int64_t nv = (a.lim < a.n ? a.lim : a.n) / 4 * 4;
+  for (int64_t j = 0; j < nv; j += 4) {
+    const __m256d d = _mm256_mul_pd(_mm256_sub_pd(top, _mm256_loadu_pd(a.s + j)), scale);
+    const __m256d r = _mm256_min_pd(_mm256_round_pd(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), last);
+    const __m256d e = _mm256_i32gather_pd(a.table, _mm256_cvttpd_epi32(r), 8);
+    _mm256_storeu_pd(a.s + j, e);
+    zsum = _mm256_add_pd(zsum, e);  // integers: the sum is exact in any order
+  }
+  double t[4];
+  _mm256_storeu_pd(t, zsum);
+  int64_t z = int64_t(t[0]) + int64_t(t[1]) + int64_t(t[2]) + int64_t(t[3]);
+  for (int64_t j = nv; j < a.n; ++j) {
+    if (j < a.lim) {
+      const double idx = __builtin_nearbyint((a.top - a.s[j]) * a.scale);
+      const double e = a.table[idx < double(a.last) ? int64_t(idx) : a.last];
+      a.s[j] = e;
+      z += int64_t(e);
+    } else {
+      a.s[j] = 0;
     }
-    for (int t = 0; t < a.nj; ++t) {
-      const int j = a.idx[t];
+  }
+  return z;
+}
+
+// Mix: G weight rows against the value rows of keys [j0, j1), in blocks of 64 keys (their values,
+// 16 KB, stay in L1 across the eight 8-dimension passes), skipping blocks whose weights are all 0.
+template <int G>
+__attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je) {
+  for (int d0 = 0; d0 < a.hdp; d0 += 8) {
+    double* n0 = a.num + d0;
+    __m256d c00 = _mm256_loadu_pd(n0), c01 = _mm256_loadu_pd(n0 + 4), c10 = c00, c11 = c01, c20 = c00, c21 = c01;
+    __m256d c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
+#define LMZ_LOAD(I, A0, A1) \
+  if constexpr (G > I) A0 = _mm256_loadu_pd(n0 + I * a.hdp), A1 = _mm256_loadu_pd(n0 + I * a.hdp + 4);
+    LMZ_LOAD(1, c10, c11) LMZ_LOAD(2, c20, c21) LMZ_LOAD(3, c30, c31) LMZ_LOAD(4, c40, c41) LMZ_LOAD(5, c50, c51)
+#undef LMZ_LOAD
+    for (int j = jb; j < je; ++j) {
       const __m256i v8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.v + size_t(j) * a.hdp + d0));
       const __m256d v0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v8));
       const __m256d v1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v8, 1));
-      for (int g = 0; g < G; ++g) {
-        const __m256d eb = _mm256_broadcast_sd(a.e + g * a.lde + j);
-        acc[g][0] = _mm256_fmadd_pd(eb, v0, acc[g][0]);
-        acc[g][1] = _mm256_fmadd_pd(eb, v1, acc[g][1]);
-      }
+#define LMZ_E(I, A0, A1)                                                 \
+  if constexpr (G > I) {                                                 \
+    const __m256d eb = _mm256_broadcast_sd(a.e + I * a.lde + j);         \
+    A0 = _mm256_fmadd_pd(eb, v0, A0);                                    \
+    A1 = _mm256_fmadd_pd(eb, v1, A1);                                    \
+  }
+      LMZ_E(0, c00, c01) LMZ_E(1, c10, c11) LMZ_E(2, c20, c21) LMZ_E(3, c30, c31) LMZ_E(4, c40, c41) LMZ_E(5, c50, c51)
+#undef LMZ_E
     }
-    for (int g = 0; g < G; ++g) {
-      _mm256_storeu_pd(a.num + g * a.hdp + d0, acc[g][0]);
-      _mm256_storeu_pd(a.num + g * a.hdp + d0 + 4, acc[g][1]);
-    }
+#define LMZ_STORE(I, A0, A1) \
+  if constexpr (G > I) _mm256_storeu_pd(n0 + I * a.hdp, A0), _mm256_storeu_pd(n0 + I * a.hdp + 4, A1);
+    LMZ_STORE(0, c00, c01) LMZ_STORE(1, c10, c11) LMZ_STORE(2, c20, c21) LMZ_STORE(3, c30, c31) LMZ_STORE(4, c40, c41)
+    LMZ_STORE(5, c50, c51)
+#undef LMZ_STORE
+  }
+}
+
+inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
+  __m256d any = _mm256_setzero_pd();
+  for (int g = 0; g < rows; ++g) {
+    const double* r = e + g * lde;
+    int j = jb;
+    for (; j + 4 <= je; j += 4) any = _mm256_or_pd(any, _mm256_loadu_pd(r + j));
+    for (; j < je; ++j) any = _mm256_or_pd(any, _mm256_set1_pd(r[j]));
+  }
+  const __m256i bits = _mm256_castpd_si256(any);
+  return _mm256_testz_si256(bits, bits);  // every weight of the block is +0.0
+}
+
+inline void mix_rows(const MixArgs& a, int jb, int je) {
+  switch (a.G) {
+    case 1: mix_block<1>(a, jb, je); break;
+    case 2: mix_block<2>(a, jb, je); break;
+    case 3: mix_block<3>(a, jb, je); break;
+    case 4: mix_block<4>(a, jb, je); break;
+    case 5: mix_block<5>(a, jb, je); break;
+    default: mix_block<6>(a, jb, je); break;
   }
 }
 
 void mix(const MixArgs& a) {
-  switch (a.G) {
-    case 1: mix_g<1>(a); break;
-    case 2: mix_g<2>(a); break;
-    case 3: mix_g<3>(a); break;
-    case 4: mix_g<4>(a); break;
-    case 5: mix_g<5>(a); break;
-    default: mix_g<6>(a); break;
+  constexpr int BLK = 64;  // 64 value rows: 16 KB, kept in L1 across the tiles of query rows
+  for (int jb = a.j0; jb < a.j1; jb += BLK) {
+    const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
+    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+      MixArgs t = a;
+      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+      t.e = a.e + r0 * a.lde;
+      t.num = a.num + r0 * a.hdp;
+      if (!all_zero(t.e, t.lde, t.G, jb, je)) mix_rows(t, jb, je);
+    }
   }
 }
 
@@ -204,6 +510,7 @@ void mix(const MixArgs& a) {
 void matmul_avx2(const MatmulArgs& a) { matmul(a); }
 void scores_avx2(const ScoreArgs& a) { scores(a); }
 void mix_avx2(const MixArgs& a) { mix(a); }
+int64_t weights_avx2(const WeightArgs& a) { return weights(a); }
 
 }  // namespace lmz
 

@@ -9,7 +9,9 @@ namespace {
 }  // namespace
 
 const DenseKernels dense_portable = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
-                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k};
+                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k,
+                                d_biased32, d_exp32, d_teacher_sums, d_teacher_out, d_mix_sum_arg, d_mix_out,
+                                d_unigram_step32, d_select_teacher, d_clip32};
 
 namespace {
 
@@ -17,10 +19,13 @@ void matmul(const MatmulArgs& a) {
   for (int m = 0; m < a.M; ++m) {
     const int16_t* x = a.x + m * a.ldx;
     for (int n = a.n0; n < a.n1; ++n) {
-      const int8_t* w = a.w + n * a.ldw;
+      const int8_t* w = a.w + packed_offset(n, 0, a.K);
       int64_t acc = 0;
-      for (int k = 0; k < a.K; ++k) acc += int32_t(x[k]) * int32_t(w[k]);
-      double r = (double(acc) * a.scale[n]) * a.kf[m];
+      for (int c = 0; c < a.K; c += K_ALIGN) {
+        const int8_t* wc = w + size_t(c / K_ALIGN) * (PACK_ROWS * K_ALIGN);
+        for (int k = 0; k < K_ALIGN; ++k) acc += int32_t(x[c + k]) * int32_t(wc[k]);
+      }
+      const double r = (double(acc) * a.scale[n]) * a.kf[m];
       if (a.y) a.y[m * a.ldy + n] = r;
       if (a.yi) a.yi[m * a.ldy + n] = int64_t(std::nearbyint(r));
     }
@@ -42,13 +47,28 @@ void scores(const ScoreArgs& a) {
 void mix(const MixArgs& a) {
   for (int g = 0; g < a.G; ++g) {
     double* num = a.num + g * a.hdp;
-    for (int t = 0; t < a.nj; ++t) {
-      int j = a.idx[t];
-      double e = a.e[g * a.lde + j];
+    for (int j = a.j0; j < a.j1; ++j) {
+      const double e = a.e[g * a.lde + j];
+      if (e == 0) continue;
       const int32_t* v = a.v + size_t(j) * a.hdp;
       for (int d = 0; d < a.hdp; ++d) num[d] += e * double(v[d]);  // integers < 2**53: exact
     }
   }
+}
+
+int64_t weights(const WeightArgs& a) {
+  int64_t z = 0;
+  for (int64_t j = 0; j < a.n; ++j) {
+    if (j < a.lim) {
+      const double idx = std::nearbyint((a.top - a.s[j]) * a.scale);
+      const double e = a.table[idx < double(a.last) ? int64_t(idx) : a.last];
+      a.s[j] = e;
+      z += int64_t(e);
+    } else {
+      a.s[j] = 0;
+    }
+  }
+  return z;
 }
 
 }  // namespace
@@ -56,5 +76,6 @@ void mix(const MixArgs& a) {
 void matmul_portable(const MatmulArgs& a) { matmul(a); }
 void scores_portable(const ScoreArgs& a) { scores(a); }
 void mix_portable(const MixArgs& a) { mix(a); }
+int64_t weights_portable(const WeightArgs& a) { return weights(a); }
 
 }  // namespace lmz

@@ -4,8 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 namespace lmz {
 
@@ -26,19 +31,43 @@ inline double clampd(double x, double lim) { return x < -lim ? -lim : (x > lim ?
 
 // -- weights and cache ------------------------------------------------------------------------
 
+Bytes::~Bytes() { std::free(p_); }
+
+void Bytes::assign_zero(size_t n) {
+  std::free(p_);
+  p_ = nullptr;
+  n_ = n;
+  if (!n) return;
+  const size_t huge = size_t(2) << 20;
+  const size_t cap = round_up(n, n >= huge ? huge : 64);
+  void* p = nullptr;
+  if (posix_memalign(&p, n >= huge ? huge : 64, cap) != 0 || !p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (n >= huge) madvise(p, cap, MADV_HUGEPAGE);  // a hint: without it the kernel may use 4 KB pages
+#endif
+  std::memset(p, 0, cap);
+  p_ = static_cast<int8_t*>(p);
+}
+
 void Linear::set(const int8_t* data, const float* scales, int n, int k) {
   N = n;
   K = k;
   Kp = int(round_up(size_t(k), K_ALIGN));
-  ldw = size_t(Kp);
   scale.assign(scales, scales + n);  // float32 -> float64, as the reference's .to(float64)
-  if (Kp == k) {
-    q = data;  // the file's own rows (memory-mapped): no copy
-  } else {
-    padded.assign(size_t(n) * Kp, 0);
-    for (int i = 0; i < n; ++i) std::memcpy(padded.data() + size_t(i) * Kp, data + size_t(i) * k, size_t(k));
-    q = padded.data();
-  }
+  bytes.assign_zero(round_up(size_t(n), PACK_ROWS) * size_t(Kp));
+  int8_t* out = bytes.data();
+  for (int r = 0; r < n; ++r)
+    for (int c = 0; c < k; c += K_ALIGN)
+      std::memcpy(out + packed_offset(r, c, Kp), data + size_t(r) * k + c, size_t(std::min(K_ALIGN, k - c)));
+}
+
+void Linear::set_rows(const int8_t* data, const float* scales, int n, int k) {
+  N = n;
+  K = k;
+  Kp = int(round_up(size_t(k), K_ALIGN));
+  scale.assign(scales, scales + n);
+  bytes.assign_zero(size_t(n) * Kp);
+  for (int r = 0; r < n; ++r) std::memcpy(bytes.data() + size_t(r) * Kp, data + size_t(r) * k, size_t(k));
 }
 
 Cache::Cache(int b, int cap, int l, int hk, int hd)
@@ -169,9 +198,9 @@ int dense_level() {
 }
 
 Kernels kernels_for(int level) {
-  Kernels k{matmul_portable, scores_portable, mix_portable};
+  Kernels k{matmul_portable, scores_portable, mix_portable, weights_portable};
 #if defined(__x86_64__)
-  if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2};
+  if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2, weights_avx2};
   if (level >= SIMD_AVX512VNNI) k.matmul = matmul_avx512vnni;
 #endif
   return k;
@@ -191,12 +220,12 @@ void Model::set_simd(int level) {
 }
 
 void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi) {
-  MatmulArgs a{x, size_t(w.Kp), M, w.q, w.ldw, w.Kp, w.scale.data(), kf, 0, w.N, y, yi, size_t(w.N)};
-  // Column ranges of 24 weight rows or more: one per task, each written by one thread only.
+  MatmulArgs a{x, size_t(w.Kp), M, w.q(), w.Kp, w.scale.data(), kf, 0, w.N, y, yi, size_t(w.N)};
+  // Column ranges of whole weight groups, 24 rows or more: one per task, each written by one thread.
   const int threads = pool_.size();
   int64_t tasks = threads == 1 ? 1 : std::min<int64_t>(int64_t(threads) * (M <= 4 ? 4 : 8), (w.N + 23) / 24);
   if (tasks < 1) tasks = 1;
-  const int per = int(round_up(size_t((w.N + tasks - 1) / tasks), 12));
+  const int per = int(round_up(size_t((w.N + tasks - 1) / tasks), PACK_ROWS));
   tasks = (w.N + per - 1) / per;
   pool_.run(tasks, [&](int64_t t) {
     MatmulArgs b = a;
@@ -223,7 +252,7 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
   // Embedding: (q * scale) * 2**16, rounded.
   for (int m = 0; m < M; ++m) {
     const int64_t tok = tokens[m];
-    const int8_t* row = embed.q + size_t(tok) * embed.ldw;
+    const int8_t* row = embed.row(tok);
     const double sc = embed.scale[size_t(tok)];
     for (int i = 0; i < d; ++i) h[size_t(m) * d + i] = std::nearbyint((double(row[i]) * sc) * RES_SCALE);
   }
@@ -330,25 +359,8 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
   };
   auto qrows = [&](const GroupInfo& x) { return qbuf + ((size_t(x.b) * Hk + x.g) * R + x.r0) * hdp; };
   // e = attn_exp[min(round((top - s) * scale), last)] for keys j < lim, else 0; z = sum e.
-  auto weights = [&](double* srow, int64_t j0, int64_t j1, int64_t lim, double top, int64_t& z) {
-    for (int64_t j = j0; j < j1; ++j) {
-      if (j < lim) {
-        const double idx = std::nearbyint((top - srow[j]) * scale);
-        const double e = aexp[idx < double(last) ? int64_t(idx) : last];
-        srow[j] = e;
-        z += int64_t(e);
-      } else {
-        srow[j] = 0;
-      }
-    }
-  };
-  auto nonzero_keys = [&](const double* s, size_t lds, int rows, int64_t j0, int64_t j1, std::vector<int32_t>& idx) {
-    idx.clear();
-    for (int64_t j = j0; j < j1; ++j) {
-      bool any = false;
-      for (int r = 0; r < rows; ++r) any |= s[r * lds + j] != 0;
-      if (any) idx.push_back(int32_t(j));
-    }
+  auto weights = [&](double* srow, int64_t j0, int64_t j1, int64_t lim, double top) {
+    return kern_.weights({srow + j0, j1 - j0, std::max<int64_t>(0, lim - j0), top, scale, aexp, last});
   };
   auto write_out = [&](const GroupInfo& x, const double* num, const int64_t* z) {
     for (int r = 0; r < x.rows; ++r) {
@@ -369,7 +381,6 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       const GroupInfo x = info(gi);
       const size_t lds = round_up(size_t(x.lmax), KEY_BLOCK);
       thread_local std::vector<double> sbuf;
-      thread_local std::vector<int32_t> idx;
       sbuf.resize(size_t(x.rows) * lds);
       kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), 0, int(x.lmax), sbuf.data(), lds});
       int64_t z[MAX_GROUP] = {0};
@@ -377,12 +388,11 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
         double* srow = sbuf.data() + r * lds;
         double top = srow[0];
         for (int64_t j = 1; j < x.lim[r]; ++j) top = std::max(top, srow[j]);
-        weights(srow, 0, x.lmax, x.lim[r], top, z[r]);
+        z[r] = weights(srow, 0, x.lmax, x.lim[r], top);
       }
-      nonzero_keys(sbuf.data(), lds, x.rows, 0, x.lmax, idx);
-      double num[MAX_GROUP * 512 / 2];
+      double num[MAX_GROUP * 256];
       std::fill(num, num + x.rows * hdp, 0.0);
-      kern_.mix({sbuf.data(), lds, x.rows, hdp, cache.vals(li, x.b, x.g), idx.data(), int(idx.size()), num});
+      kern_.mix({sbuf.data(), lds, x.rows, hdp, cache.vals(li, x.b, x.g), 0, int(x.lmax), num});
       write_out(x, num, z);
     });
     return;
@@ -416,11 +426,9 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
     for (int r = 0; r < x.rows; ++r) {
       double top = -INFINITY;
       for (int64_t cc = 0; cc < chunks; ++cc) top = std::max(top, cmax[(size_t(gi) * chunks + cc) * G + r]);
-      weights(s + r * lds, j0, j1, x.lim[r], top, pz[(size_t(gi) * chunks + c) * G + r]);
+      pz[(size_t(gi) * chunks + c) * G + r] = weights(s + r * lds, j0, j1, x.lim[r], top);
     }
-    thread_local std::vector<int32_t> idx;
-    nonzero_keys(s, lds, x.rows, j0, j1, idx);
-    kern_.mix({s, lds, x.rows, hdp, cache.vals(li, x.b, x.g), idx.data(), int(idx.size()),
+    kern_.mix({s, lds, x.rows, hdp, cache.vals(li, x.b, x.g), int(j0), int(j1),
                pnum.data() + (size_t(gi) * chunks + c) * G * hdp});
   });
   for (int64_t gi = 0; gi < n_groups; ++gi) {

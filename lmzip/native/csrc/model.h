@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "kernels.h"
@@ -22,14 +23,41 @@ struct ModelConfig {
   int head_dim() const { return dim / heads; }
 };
 
-// An int8 matrix [N, K] with one float scale per row; rows padded to a multiple of K_ALIGN.
+// Owned bytes on 2 MB pages where the kernel allows: a decoding step reads every weight once,
+// and huge pages halve its TLB misses.
+class Bytes {
+ public:
+  Bytes() = default;
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+  Bytes(Bytes&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  Bytes& operator=(Bytes&& o) noexcept {
+    std::swap(p_, o.p_);
+    std::swap(n_, o.n_);
+    return *this;
+  }
+  ~Bytes();
+  void assign_zero(size_t n);
+  int8_t* data() { return p_; }
+  const int8_t* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  int8_t* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// An int8 matrix [N, K] with one float scale per row, copied out of the model file: packed for
+// the matmul kernels (kernels.h, packed_offset), or as plain rows padded to K_ALIGN (the
+// embedding, read one row per token).
 struct Linear {
-  const int8_t* q = nullptr;  // [N, ldw]
-  std::vector<int8_t> padded; // owns q when the file's rows are not already aligned
+  Bytes bytes;
   std::vector<double> scale;
   int N = 0, K = 0, Kp = 0;
-  size_t ldw = 0;
-  void set(const int8_t* data, const float* scales, int n, int k);
+  const int8_t* q() const { return bytes.data(); }
+  void set(const int8_t* data, const float* scales, int n, int k);       // packed
+  void set_rows(const int8_t* data, const float* scales, int n, int k);  // plain rows
+  const int8_t* row(int64_t n) const { return bytes.data() + size_t(n) * size_t(Kp); }
 };
 
 struct Tables {

@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -149,6 +150,30 @@ PYBIND11_MODULE(_native, m) {
   m.def("best_simd", &best_simd, "Highest SIMD level this CPU can run (0 portable, 1 avx2, 2 avx512vnni)");
   m.def("simd_name", &simd_name);
   m.def("set_dense_level", &set_dense_level, "Cap the SIMD level of the predictor's and coder's loops");
+  m.def("read_bandwidth", [](int64_t megabytes, int threads, int reps) {
+    // Bytes per second read by `threads` threads summing a buffer much larger than the caches:
+    // the ceiling of a decoding step, which reads every weight once.
+    const size_t n = size_t(megabytes) << 20;
+    Bytes buf;
+    buf.assign_zero(n);
+    for (size_t i = 0; i < n; i += 64) buf.data()[i] = int8_t(i >> 6);
+    ThreadPool pool(threads);
+    std::vector<int64_t> sink(size_t(threads) * 8, 0);
+    double best = 1e30;
+    py::gil_scoped_release nogil;
+    for (int r = 0; r < reps; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      pool.run(threads, [&](int64_t t) {
+        const size_t a = n / threads * size_t(t), b = n / threads * size_t(t + 1);
+        const int32_t* p = reinterpret_cast<const int32_t*>(buf.data() + a);
+        int64_t s = 0;
+        for (size_t i = 0; i < (b - a) / 4; i += 1 << 20) s += dense().sum32(p + i, int(std::min<size_t>(1 << 20, (b - a) / 4 - i)));
+        sink[size_t(t) * 8] = s;
+      });
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return double(n) / best;
+  }, py::arg("megabytes") = 512, py::arg("threads") = 2, py::arg("reps") = 5);
   m.def("dense_level", &dense_level);
 
   py::class_<Cache>(m, "Cache")
@@ -211,8 +236,10 @@ PYBIND11_MODULE(_native, m) {
         if (!qa || !sa || qa.ndim() != 2 || qa.shape(0) != rows || qa.shape(1) != cols || sa.ndim() != 1 ||
             sa.shape(0) != rows)
           throw std::invalid_argument("tensor " + name + " has the wrong shape or type");
-        L->set(qa.data(), sa.data(), rows, cols);
-        pm.keep.push_back(qa);
+        if (name == "embed")
+          L->set_rows(qa.data(), sa.data(), rows, cols);  // read one row per token
+        else
+          L->set(qa.data(), sa.data(), rows, cols);  // packed for the matmul kernels
       })
       .def_property("simd", [](const PyModel& pm) { return pm.model->simd(); },
                     [](PyModel& pm, int level) { pm.model->set_simd(level); })
@@ -246,6 +273,18 @@ PYBIND11_MODULE(_native, m) {
           py::gil_scoped_release nogil;
           mdl.head_logits(h.data(), M, out.mutable_data());
         }
+        return out;
+      })
+      .def("logit_frequencies", [](PyModel& pm, carray<int64_t> z) {
+        Model& mdl = *pm.model;
+        const int V = mdl.cfg.vocab;
+        if (z.ndim() < 1 || z.shape(z.ndim() - 1) != V) throw std::invalid_argument("logits must be [..., vocab]");
+        std::vector<py::ssize_t> shape(z.shape(), z.shape() + z.ndim());
+        py::array_t<int32_t> out(shape);
+        const int64_t M = z.size() / V;
+        py::gil_scoped_release nogil;
+        for (int64_t r = 0; r < M; ++r)
+          logits_to_frequencies(z.data() + r * V, V, mdl.tab.out_exp.data(), int(mdl.tab.out_exp.size()), out.mutable_data() + r * V);
         return out;
       })
       .def("head_frequencies", [](PyModel& pm, carray<double> h) {
@@ -320,7 +359,10 @@ PYBIND11_MODULE(_native, m) {
       .def("state", [](const Predictor& p) {
         // The whole learned state in the reference's shapes, for its digest.
         py::dict st;
-        st["unigram"] = py::array_t<int64_t>(py::ssize_t(p.unigram().size()), p.unigram().data());
+        {
+          const std::vector<int64_t> u(p.unigram().begin(), p.unigram().end());
+          st["unigram"] = py::array_t<int64_t>(py::ssize_t(u.size()), u.data());
+        }
         py::dict bg;
         for (const auto& kv : p.bigram())
         {

@@ -18,17 +18,6 @@ inline int64_t floor_div(__int128 num, __int128 den) {
   return int64_t(q);
 }
 
-// normalize (adapt.py): weights e >= 0 (some > 0) -> frequencies >= 1 summing to 2**24,
-// 1 + floor(e * r / 2**32) with r = floor(spare * 2**32 / sum(e)); remainder to the first maximum.
-template <typename Out>
-void normalize(const int64_t* e, int V, int64_t sum, int arg, Out* f) {
-  const DenseKernels& K = dense();
-  const int64_t spare = Predictor::ONE - V;
-  const int64_t r = (spare << 32) / sum;
-  const int64_t fsum = sizeof(Out) == 8 ? K.scale64(e, r, reinterpret_cast<int64_t*>(f), V)
-                                        : K.scale32(e, r, reinterpret_cast<int32_t*>(f), V);
-  f[arg] += Out(spare - fsum);
-}
 }  // namespace
 
 Predictor::Predictor(const PredictorParams& p, std::vector<int64_t> exp_table, int vocab, std::vector<int64_t> classes)
@@ -42,9 +31,14 @@ Predictor::Predictor(const PredictorParams& p, std::vector<int64_t> exp_table, i
   n_comp_ = 2 + p_.ngram_order;
   depth_ = std::max(p_.ngram_order, p_.match ? MATCH_MIN : 0);
   unigram_.assign(size_t(V_), 0);
-  e_t_.assign(size_t(V_), 0);
-  f_.assign(size_t(V_), 0);
-  e_.assign(size_t(V_), 0);
+  for (int64_t x : exp_) {
+    if (x < 0 || x > (int64_t(1) << 30)) throw std::invalid_argument("exp table entries must be 0..2**30");
+    exp32_.push_back(int32_t(x));
+  }
+  zb_.assign(size_t(V_), 0);
+  et_.assign(size_t(V_), 0);
+  sel_.assign(size_t(V_) + 1, 0);
+  adds_.assign(size_t(V_), 0);
   weights_.assign(size_t(N_KEYS) * n_comp_, 0);
   weights2_.assign(size_t(N_KEYS) * n_comp_, 0);
   present_.assign(N_KEYS, 0);
@@ -85,40 +79,68 @@ int Predictor::match_bucket() const {
   return match_ptr_ < 0 ? 0 : (m < 8 ? 1 : (m < 16 ? 2 : 3));
 }
 
+int64_t Predictor::teacher_f(int v) const {
+  return int64_t((uint64_t(uint32_t(et_[size_t(v)])) * uint64_t(r_)) >> 32) + 1 + (v == arg_t_ ? rest_ : 0);
+}
+
 void Predictor::biased(const int64_t* z) {
   // zb = unigram (+ the bigram row of the previous token), >> BIAS_FRAC, + z (or (z*beta) >> 12);
-  // e_t = exp[min(max(zb) - zb, last)]. The bigram row is sparse: its entries are recomputed.
+  // et = exp[min(max(zb) - zb, last)]. Held relative to the maximum in int32 (logits more than
+  // 2**29 below it saturate the table either way). The bigram row is sparse: its entries are redone.
   const DenseKernels& K = dense();
-  int64_t* zb = e_.data();  // scratch until the mixture needs it
-  int64_t mx = K.biased(unigram_.data(), z, beta_, zb, V_);
+  const BigramRow* row = nullptr;
   if (!history_.empty()) {
     auto it = bigram_.find(history_.back());
-    if (it != bigram_.end() && !it->second.keys.empty()) {
-      bool lowered_max = false;
-      for (size_t i = 0; i < it->second.keys.size(); ++i) {
-        const int32_t v = it->second.keys[i];
-        const int64_t u = unigram_[size_t(v)] + it->second.vals[i];
-        const int64_t zz = beta_ == BETA_ONE ? z[v] : ((z[v] * beta_) >> 12);
-        const int64_t nv = (u >> BIAS_FRAC) + zz;
-        lowered_max |= zb[v] == mx && nv < mx;
-        zb[v] = nv;
+    if (it != bigram_.end() && !it->second.keys.empty()) row = &it->second;
+  }
+  const int64_t lo = -(int64_t(1) << 29);
+  int32_t mx;
+  if (beta_ == BETA_ONE) {
+    const int64_t zmax = K.max(z, V_);
+    mx = K.biased32(unigram_.data(), z, zmax, zb_.data(), V_);
+    if (row) {
+      bool lowered = false;
+      for (size_t i = 0; i < row->keys.size(); ++i) {
+        const int32_t v = row->keys[i];
+        const int64_t u = int64_t(unigram_[size_t(v)]) + row->vals[i];
+        const int32_t nv = int32_t((u >> BIAS_FRAC) + std::max(z[v] - zmax, lo));
+        lowered |= zb_[size_t(v)] == mx && nv < mx;
+        zb_[size_t(v)] = nv;
       }
-      if (lowered_max) {
-        mx = K.max(zb, V_);
+      if (lowered) {
+        mx = INT32_MIN;
+        for (int v = 0; v < V_; ++v) mx = std::max(mx, zb_[size_t(v)]);
       } else {
-        for (int32_t v : it->second.keys) mx = std::max(mx, zb[v]);
+        for (int32_t v : row->keys) mx = std::max(mx, zb_[size_t(v)]);
       }
     }
+  } else {  // a learned temperature: int64 throughout, then relative to the maximum
+    zb64_.resize(size_t(V_));
+    for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
+    if (row)
+      for (size_t i = 0; i < row->keys.size(); ++i) {
+        const int32_t v = row->keys[i];
+        zb64_[size_t(v)] = ((int64_t(unigram_[size_t(v)]) + row->vals[i]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
+      }
+    const int64_t m64 = K.max(zb64_.data(), V_);
+    for (int v = 0; v < V_; ++v) zb_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
+    mx = 0;
   }
-  K.exp_weights(zb, mx, exp_.data(), int64_t(exp_.size()) - 1, e_t_.data(), V_, &sum_t_, &arg_t_);
+  K.exp32(zb_.data(), mx, exp32_.data(), int32_t(exp32_.size()) - 1, et_.data(), V_, &sum_t_, &arg_t_);
 }
 
 void Predictor::predict(const int64_t* z, int32_t* out) {
   const DenseKernels& K = dense();
   biased(z);
+  // The biased teacher alone (what its learner and the mixer score): normalize(et) of adapt.py.
+  const int64_t spare = ONE - V_;
   const int64_t sum_t = sum_t_;
-  normalize(e_t_.data(), V_, sum_t, arg_t_, f_.data());  // the biased teacher alone: what its learner and the mixer score
-  const int64_t top = f_[size_t(arg_t_)];  // f grows with e, and the first maximum took the remainder
+  r_ = (spare << 32) / sum_t;
+  const int sh = std::max(0, bit_length(sum_t) - 32);
+  int64_t fsum, s_t;
+  K.teacher_sums(et_.data(), V_, r_, sh, &fsum, &s_t);
+  rest_ = spare - fsum;
+  const int64_t top = teacher_f(arg_t_);  // f grows with e, and the first maximum took the remainder
   if (p_.temp_lr) z_copy_.assign(z, z + V_);
 
   // n-gram contexts seen so far (orders >= NGRAM_MIN)
@@ -180,10 +202,10 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
     if (ctx_seen_[k]) avail[na++] = k;
   if (predicted_ >= 0) avail[na++] = n_comp_ - 1;
   if (na == 1) {
-    for (int v = 0; v < V_; ++v) out[v] = int32_t(f_[size_t(v)]);
+    K.teacher_out(et_.data(), V_, r_, out);
+    out[arg_t_] += int32_t(rest_);
     return;
   }
-  (void)K;
   // Mixture sum_i w_i P_i with weights rescaled to sum 2**16 (two mixers: the mean of both).
   int64_t wn[8] = {0};
   int64_t wsum = 0;
@@ -194,36 +216,56 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
     for (int a = 0; a < na; ++a) wsum2 += w2[avail[a]];
     for (int a = 0; a < na; ++a) wn[avail[a]] = (wn[avail[a]] + ((w2[avail[a]] << 16) / wsum2)) >> 1;
   }
-  const int sh = std::max(0, bit_length(sum_t) - 32);
-  int64_t s_t = 0;
+  // e = (et >> sh) * dense everywhere (the teacher and the counts' escape mass), plus the
+  // counts and the match at a few tokens ("adds"); e >>= sh2; out = normalize(e). The dense part
+  // is never stored: two passes over et give its sum and maximum, then the output; the few
+  // tokens with adds are corrected exactly.
   int64_t dense = wn[0];
   for (int k = 1; k <= p_.ngram_order; ++k)
-    if (ctx_seen_[k]) dense += (wn[k] * ctx_d_[k]) / (ctx_n_[k] + ctx_d_[k]);  // the counts' escape mass
-  int64_t* e = e_.data();
-  s_t = K.mix_dense(e_t_.data(), sh, dense, e, V_);
+    if (ctx_seen_[k]) dense += (wn[k] * ctx_d_[k]) / (ctx_n_[k] + ctx_d_[k]);
+  touched_.clear();
+  auto add = [&](int32_t v, int64_t x) {
+    if (adds_[size_t(v)] == 0 && x) touched_.push_back(v);
+    adds_[size_t(v)] += x;
+  };
   int64_t esum = s_t * dense;
   for (int k = 1; k <= p_.ngram_order; ++k) {
     if (!ctx_seen_[k]) continue;
-    const int64_t add = (wn[k] * s_t) / (ctx_n_[k] + ctx_d_[k]);
+    const int64_t a = (wn[k] * s_t) / (ctx_n_[k] + ctx_d_[k]);
     for (const auto& tc : nodes_[size_t(ctx_node_[k])].next) {
-      e[tc.first] += tc.second * add;
-      esum += tc.second * add;
+      add(tc.first, tc.second * a);
+      esum += tc.second * a;
     }
   }
   if (predicted_ >= 0) {
-    e[predicted_] += wn[n_comp_ - 1] * s_t;
+    add(int32_t(predicted_), wn[n_comp_ - 1] * s_t);
     esum += wn[n_comp_ - 1] * s_t;
   }
   const int sh2 = std::max(0, bit_length(esum) - 33);  // keeps normalize's ratio precise
-  int64_t sum2;
-  int arg2;
-  K.shift_sum_arg(e, sh2, V_, &sum2, &arg2);
-  normalize(e, V_, sum2, arg2, out);
+  int64_t sum2, key;
+  K.mix_sum_arg(et_.data(), V_, sh, dense, sh2, &sum2, &key);
+  auto dense_at = [&](int32_t v) { return (int64_t(uint32_t(et_[size_t(v)]) >> sh) * dense); };
+  for (int32_t v : touched_) {
+    const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
+    sum2 += gt - gd;
+    key = std::max(key, (gt << 24) | ((int64_t(1) << 24) - 1 - v));
+  }
+  const int arg2 = int(((int64_t(1) << 24) - 1) - (key & ((int64_t(1) << 24) - 1)));
+  const int64_t r2 = (spare << 32) / sum2;
+  int64_t fs2 = K.mix_out(et_.data(), V_, sh, dense, sh2, r2, out);
+  for (int32_t v : touched_) {
+    const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
+    const int64_t xd = int64_t((uint64_t(gd) * uint64_t(r2)) >> 32), xt = int64_t((uint64_t(gt) * uint64_t(r2)) >> 32);
+    out[v] = int32_t(xt + 1);
+    fs2 += xt - xd;
+    adds_[size_t(v)] = 0;
+  }
+  out[arg2] += int32_t(spare - fs2);
 }
 
 void Predictor::update(int32_t y) {
   if (y < 0 || y >= V_) throw std::out_of_range("token out of range");
-  const int64_t p_t = f_[size_t(y)];
+  const int64_t p_t = teacher_f(y);
   int64_t probs[8] = {0};
   bool av[8] = {false};
   probs[0] = p_t;
@@ -270,21 +312,28 @@ void Predictor::learn_mixer(int64_t* w, const int64_t* probs, const bool* avail)
 }
 
 void Predictor::learn_bias(int32_t y) {
-  const int64_t* f = f_.data();
+  const DenseKernels& K = dense();
+  const int64_t floor_f = ONE >> BIGRAM_FLOOR_BITS;
+  int ns = 0;
+  const bool want_sel = p_.bigram_lr && !history_.empty();
+  // The biased teacher's f at its first maximum is f without the remainder plus rest_: the dense
+  // passes below use the former, and that one token is corrected.
+  const int64_t f_arg = teacher_f(arg_t_), f_arg_plain = f_arg - rest_;
   if (p_.bias_lr) {
+    // state += lr * ([v == y] - f / 2**24) in 2**-24 nat units, lr in 2**-16 nat
     const int64_t lr = p_.bias_lr;
-    dense().unigram_step(unigram_.data(), f, lr, V_);
-    unigram_[size_t(y)] += lr << 8;
-    if (history_.size() % 64 == 0) dense().clip(unigram_.data(), BIAS_LIMIT, V_);
+    ns = K.unigram_step32(unigram_.data(), et_.data(), V_, r_, lr, floor_f, sel_.data());
+    unigram_[size_t(arg_t_)] += int32_t(((f_arg_plain * lr) >> 16) - ((f_arg * lr) >> 16));
+    unigram_[size_t(y)] += int32_t(lr << 8);
+    if (history_.size() % 64 == 0) K.clip32(unigram_.data(), int32_t(BIAS_LIMIT), V_);
+  } else if (want_sel) {
+    ns = K.select_teacher(et_.data(), V_, r_, floor_f, sel_.data());
   }
-  if (p_.bigram_lr && !history_.empty()) {
+  if (want_sel) {
     const int64_t lr = p_.bigram_lr;
-    const int64_t floor_f = ONE >> BIGRAM_FLOOR_BITS;
-    // sel: tokens with p >= 2**-9, plus y; ascending
-    thread_local std::vector<int32_t> sel;
-    sel.resize(size_t(V_) + 1);
-    int ns = dense().select_ge(f, floor_f, V_, sel.data());
-    sel.resize(size_t(ns));
+    // sel: tokens with p >= 2**-9 (the first maximum's f corrected), plus y; ascending
+    std::vector<int32_t> sel(sel_.begin(), sel_.begin() + ns);
+    if (f_arg_plain < floor_f && f_arg >= floor_f) sel.insert(std::lower_bound(sel.begin(), sel.end(), arg_t_), arg_t_);
     auto at = std::lower_bound(sel.begin(), sel.end(), y);
     if (at == sel.end() || *at != y) sel.insert(at, y);
     BigramRow& row = bigram_[history_.back()];
@@ -302,7 +351,7 @@ void Predictor::learn_bias(int32_t y) {
       const int32_t v = sel[j++];
       int64_t val = 0;
       if (i < row.keys.size() && row.keys[i] == v) val = row.vals[i++];
-      int64_t delta = -((f[v] * lr) >> 16);
+      int64_t delta = -((teacher_f(v) * lr) >> 16);
       if (v == y) delta += lr << 8;
       merged.keys.push_back(v);
       merged.vals.push_back(std::min(BIAS_LIMIT, std::max(-BIAS_LIMIT, val + delta)));
@@ -313,7 +362,7 @@ void Predictor::learn_bias(int32_t y) {
   if (p_.temp_lr) {
     // d log p_y / d beta = z_y - E_p[z]; beta in 2**-12
     __int128 dot = 0;
-    for (int v = 0; v < V_; ++v) dot += __int128(f[v]) * z_copy_[size_t(v)];
+    for (int v = 0; v < V_; ++v) dot += __int128(teacher_f(v)) * z_copy_[size_t(v)];
     const __int128 g = (__int128(z_copy_[size_t(y)]) << TOTAL_BITS) - dot;
     const __int128 ag = g < 0 ? -g : g;
     const int64_t step = int64_t((ag * p_.temp_lr) >> 38);  // rounded toward zero

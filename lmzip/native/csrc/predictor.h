@@ -60,7 +60,7 @@ class Predictor {
     std::vector<int32_t> keys;  // ascending
     std::vector<int64_t> vals;
   };
-  const std::vector<int64_t>& unigram() const { return unigram_; }
+  const std::vector<int32_t>& unigram() const { return unigram_; }
   const std::unordered_map<int32_t, BigramRow>& bigram() const { return bigram_; }
   int64_t beta() const { return beta_; }
   int64_t match_ptr() const { return match_ptr_; }
@@ -74,7 +74,8 @@ class Predictor {
   const std::array<int64_t, 8>& last() const { return last_; }
 
  private:
-  void biased(const int64_t* z);  // e_t_ = exp[min(max - zb, last)] of the biased logits
+  void biased(const int64_t* z);  // et_ = exp[min(max - zb, last)] of the biased logits
+  int64_t teacher_f(int v) const;  // the biased teacher's frequency of token v
   void learn_mixer(int64_t* w, const int64_t* probs, const bool* avail);
   void learn_bias(int32_t y);
   void learn_counts(int32_t y);
@@ -88,7 +89,9 @@ class Predictor {
   std::vector<int64_t> classes_;
   int n_comp_, depth_;
 
-  std::vector<int64_t> unigram_;
+  // |unigram| < 2**31: each token moves an entry by at most lr * 2**8 <= 2**24, and it is clipped
+  // to 12 nats (2**27.6) every 64 tokens, so int32 holds it exactly (and halves the traffic).
+  std::vector<int32_t> unigram_;
   std::unordered_map<int32_t, BigramRow> bigram_;
   int64_t beta_ = BETA_ONE;
   std::vector<int32_t> history_;
@@ -100,9 +103,12 @@ class Predictor {
   std::vector<uint8_t> present_, present2_;
   std::array<int32_t, 8> cur_{};  // trie nodes of the current contexts, by order (0: root)
 
-  // What predict saw, for update.
-  std::vector<int64_t> e_t_, f_, e_, z_copy_;
-  int64_t sum_t_ = 0;
+  // What predict saw, for update. The biased teacher's weights et_ (<= 2**30) define its
+  // frequencies f = 1 + floor(et * r / 2**32) (+ rest_ at arg_t_), computed where needed.
+  std::vector<int32_t> exp32_, zb_, et_, sel_;
+  std::vector<int64_t> zb64_, adds_, z_copy_;
+  std::vector<int32_t> touched_;
+  int64_t sum_t_ = 0, r_ = 0, rest_ = 0;
   int arg_t_ = 0;
   int64_t ctx_n_[8] = {0}, ctx_d_[8] = {0};
   int32_t ctx_node_[8] = {0};

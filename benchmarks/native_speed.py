@@ -1,0 +1,217 @@
+"""The native runtime against the torch reference, measured side by side in one run.
+
+    python benchmarks/native_speed.py                       # native only (the reference is slow)
+    python benchmarks/native_speed.py --reference           # both, and their ratios
+    python benchmarks/native_speed.py --files README.md tests/vectors/teacher-small.orig --reference
+
+Reports (all on this machine, teacher SmolLM2-135M):
+  * the machine's memory read bandwidth (the ceiling of a batch-1 decoding step, which reads
+    every weight and the whole KV cache once) and the fraction of it each step reaches;
+  * the model ready to code: a fresh process importing lmzip and loading the teacher;
+  * decoding steps at the given batches and contexts (one new token per stream), ms and tokens/s;
+  * the full-sequence forward as the encoder runs it (a 4096-token window in parts of 1024);
+  * the adaptive predictor plus the coder, per token, on the teacher's real logits;
+  * with --files: whole files through the CLI (compress, then decompress), seconds, bytes/s and
+    peak RSS per direction, for each runtime; outputs are checked byte for byte.
+Every row is printed as it is measured; --json keeps them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lmzip import native, zoo  # noqa: E402
+from lmzip.codec import to_numpy  # noqa: E402
+from lmzip.testing import load_with_runtime  # noqa: E402
+
+TEXT = ROOT / "tests" / "vectors" / "teacher-small.orig"
+rows: list[dict] = []
+
+
+def report(**row) -> None:
+    rows.append(row)
+    print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def text_tokens(lm, n: int) -> np.ndarray:
+    data = b""
+    for p in [TEXT, ROOT / "README.md", ROOT / "docs" / "ARCHITECTURE.md", ROOT / "docs" / "FORMAT.md"]:
+        data += p.read_bytes()
+    ids = np.asarray(lm.tokenizer.encode(data), dtype=np.int64)
+    return np.resize(ids, n)  # repeats if the texts are shorter
+
+
+def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps: int, bandwidth: float) -> dict:
+    m, out = lm.model, {}
+    weights = sum(p.stat().st_size for p in [lm.path / "model.safetensors"]) - 0  # int8 rows + float scales
+    for ctx in contexts:
+        toks = text_tokens(lm, ctx + steps + 1)
+        one = m.new_cache(1, ctx)
+        m.hidden(one, toks[None, :ctx])
+        for B in batches:
+            cache = m.new_cache(B, ctx + steps)
+            for b in range(B):
+                cache.copy_stream(b, one, 0)
+            m.head_logits(m.hidden(cache, np.repeat(toks[None, ctx : ctx + 1], B, 0)))  # warm-up
+            cache.lengths[:] = ctx
+            t0 = time.perf_counter()
+            for s in range(steps):
+                h = m.hidden(cache, np.repeat(toks[None, ctx + s : ctx + s + 1], B, 0))
+                to_numpy(m.head_logits(h))
+            dt = (time.perf_counter() - t0) / steps
+            kv = 2 * m.cfg.n_layers * m.cfg.n_kv_heads * m.cfg.head_dim * (ctx + steps / 2) * B
+            kv_bytes = kv * (4 if runtime == "native" else 8)
+            row = dict(runtime=runtime, what="step", batch=B, context=ctx, ms=round(dt * 1e3, 2),
+                       tokens_per_s=round(B / dt, 1))
+            if B == 1 and bandwidth:
+                row["bandwidth_fraction"] = round((weights + kv_bytes) / dt / bandwidth, 2)
+            report(**row)
+            out[(B, ctx)] = dt
+    return out
+
+
+def bench_forward(lm, runtime: str, window: int, part: int) -> float:
+    m = lm.model
+    toks = text_tokens(lm, window)
+    cache = m.new_cache(1, window)
+    t0 = time.perf_counter()
+    for c0 in range(0, window, part):
+        h = m.hidden(cache, toks[None, c0 : c0 + part])
+        for r0 in range(0, part, 256):
+            to_numpy(m.head_logits(h[0, r0 : r0 + 256]))
+    dt = time.perf_counter() - t0
+    report(runtime=runtime, what="forward", window=window, part=part, s=round(dt, 2), tokens_per_s=round(window / dt, 1))
+    return window / dt
+
+
+def bench_predictor(lm, runtime: str, n: int) -> float:
+    from lmzip import codec
+    from lmzip.adapt import AdaptParams
+
+    m = lm.model
+    toks = text_tokens(lm, n + 1)
+    cache = m.new_cache(1, n)
+    z = to_numpy(m.head_logits(m.hidden(cache, toks[None, :n])[0]))
+    ids = toks[1 : n + 1]
+    pred = codec.new_predictor(lm, AdaptParams())
+    enc = codec.new_encoder(lm, 24, 64)
+    t0 = time.perf_counter()
+    if runtime == "native":
+        pred.encode_logits(enc, z, ids)
+    else:
+        for i in range(n):
+            f = pred.predict(z[i])
+            enc.encode(int(ids[i]), f)
+            pred.update(int(ids[i]))
+    dt = (time.perf_counter() - t0) / n
+    report(runtime=runtime, what="predictor+coder", tokens=n, us_per_token=round(dt * 1e6, 1))
+    return dt
+
+
+def bench_load(runtime: str) -> float:
+    code = ("import time; t = time.perf_counter(); from lmzip import zoo; lm = zoo.load('smollm2-135m'); "
+            "print(time.perf_counter() - t, type(lm.model).__name__)")
+    env = dict(os.environ, LMZIP_RUNTIME=runtime)
+    subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)  # the model cache warm
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    dt = float(r.stdout.split()[0])
+    report(runtime=runtime, what="load", s=round(dt, 2))
+    return dt
+
+
+def _timed(cmd: list[str], env: dict, stdout) -> tuple[float, int]:
+    """Seconds and peak RSS (bytes) of one child process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err.strip()}")
+    return dt, usage.ru_maxrss * 1024
+
+
+def bench_file(path: Path, runtime: str) -> dict:
+    env = dict(os.environ, LMZIP_RUNTIME=runtime)
+    lmzip_cmd = [sys.executable, "-m", "lmzip"]
+    data = path.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        lmz, back = Path(tmp) / "f.lmz", Path(tmp) / "f.out"
+        with open(lmz, "wb") as f:
+            tc, rc = _timed(lmzip_cmd + ["compress", "-c", str(path)], env, f)
+        with open(back, "wb") as f:
+            td, rd = _timed(lmzip_cmd + ["decompress", "-c", str(lmz)], env, f)
+        ok = back.read_bytes() == data
+        out = dict(runtime=runtime, what="file", file=path.name, bytes=len(data), lmz_bytes=lmz.stat().st_size,
+                   bits_per_byte=round(8 * lmz.stat().st_size / max(1, len(data)), 4),
+                   compress_s=round(tc, 2), compress_bytes_per_s=round(len(data) / tc, 1), compress_peak_rss_mb=rc >> 20,
+                   decompress_s=round(td, 2), decompress_bytes_per_s=round(len(data) / td, 1),
+                   decompress_peak_rss_mb=rd >> 20, identical=ok, lmz_sha=__import__("hashlib").sha256(lmz.read_bytes()).hexdigest()[:16])
+    report(**out)
+    if not ok:
+        raise SystemExit(f"{path}: decompressed bytes differ")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reference", action="store_true", help="also measure the torch reference (slow on CPUs without VNNI)")
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--contexts", default="128,1280,2560")
+    ap.add_argument("--steps", type=int, default=20, help="decoding steps timed per case")
+    ap.add_argument("--window", type=int, default=4096, help="full-sequence forward: tokens (0: skip)")
+    ap.add_argument("--predictor-tokens", type=int, default=400)
+    ap.add_argument("--files", type=Path, nargs="*", default=[])
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args(argv)
+    runtimes = ["native"] + (["reference"] if a.reference else [])
+    bw = native._native.read_bandwidth(512, native.default_threads(), 5) if native.available() else 0.0
+    report(what="machine", cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+           runtime=native.describe(), read_bandwidth_gb_s=round(bw / 1e9, 1))
+    results: dict = {}
+    for rt in runtimes:
+        lm = load_with_runtime("smollm2-135m", rt)
+        results[rt] = {
+            "load": bench_load(rt),
+            "steps": bench_steps(lm, rt, [int(x) for x in a.batches.split(",")], [int(x) for x in a.contexts.split(",")],
+                                 a.steps, bw),
+            "forward": bench_forward(lm, rt, a.window, 1024) if a.window else None,
+            "predictor": bench_predictor(lm, rt, a.predictor_tokens),
+        }
+    for f in a.files:
+        for rt in runtimes:
+            results.setdefault(rt, {})[f"file:{f.name}"] = bench_file(f, rt)
+    if a.reference:
+        n, r = results["native"], results["reference"]
+        for key, dt in n["steps"].items():
+            report(what="ratio", case=f"step batch {key[0]} context {key[1]}", native_over_reference=round(r["steps"][key] / dt, 2))
+        if n["forward"]:
+            report(what="ratio", case="forward", native_over_reference=round(n["forward"] / r["forward"], 2))
+        report(what="ratio", case="predictor+coder", native_over_reference=round(r["predictor"] / n["predictor"], 2))
+        report(what="ratio", case="load", native_over_reference=round(r["load"] / n["load"], 2))
+        for f in a.files:
+            nf, rf = n[f"file:{f.name}"], r[f"file:{f.name}"]
+            report(what="ratio", case=f"{f.name} compress", native_over_reference=round(rf["compress_s"] / nf["compress_s"], 2))
+            report(what="ratio", case=f"{f.name} decompress", native_over_reference=round(rf["decompress_s"] / nf["decompress_s"], 2))
+            report(what="check", case=f"{f.name} same .lmz on both runtimes", ok=nf["lmz_sha"] == rf["lmz_sha"])
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
