@@ -295,9 +295,6 @@ class BPETokenizer(Tokenizer):
             chunk_chars: long BPE runs are cut (at invisible places) into chunks of about this size
                 so that the Rust tokenizer can encode them on several threads.
         """
-        from tokenizers import Tokenizer as HFTokenizer
-        from tokenizers import decoders, models, pre_tokenizers
-
         self.tokens: list[str] = list(tokens)
         self.merges: list[tuple[str, str]] = [(str(a), str(b)) for a, b in merges]
         n = len(self.tokens)
@@ -319,18 +316,19 @@ class BPETokenizer(Tokenizer):
         self.special_ids: frozenset[int] = frozenset(i for i, t in enumerate(types) if t != GGUF_TOKEN_NORMAL)
 
         # --- bytes of every ordinary token, through the GPT-2 byte<->unicode table (no UTF-8) ---
-        byte_decoder = {c: b for b, c in bytes_to_unicode().items()}
+        # (str.translate to Latin-1 then encode: the same bytes as a per-character lookup, in C.)
+        to_latin1 = {ord(c): b for b, c in bytes_to_unicode().items()}
         table: list[bytes] = []
         for i, tok in enumerate(self.tokens):
             if i in self.special_ids:
                 table.append(b"")  # never emitted as text; decode() handles/rejects it
                 continue
-            try:
-                table.append(bytes(byte_decoder[c] for c in tok))
-            except KeyError:
-                raise TokenizerError(f"token {i} {tok!r} is not in GPT-2 byte-level spelling") from None
             if not tok:
                 raise TokenizerError(f"token {i} is empty")
+            try:
+                table.append(tok.translate(to_latin1).encode("latin-1"))
+            except UnicodeEncodeError:  # a character outside the table survived translate
+                raise TokenizerError(f"token {i} {tok!r} is not in GPT-2 byte-level spelling") from None
         self._bytes_table = table
         self._special_mask = np.zeros(n, dtype=bool)
         self._special_mask[list(self.special_ids)] = True
@@ -382,21 +380,39 @@ class BPETokenizer(Tokenizer):
             raise TokenizerError(f"vocabulary has no ordinary token {_SEPARATOR!r}")
         self._separator_id = vocab[_SEPARATOR]
 
-        # Splits text into alternating [bpe run, raw run, bpe run, ...] (capture group).
-        self._raw_split = re.compile("(" + _unrepresentable_char_class(self.missing_bytes) + "+)")
+        self._raw_split_re: re.Pattern | None = None  # built on first encode (~0.05 s)
 
-        # --- the Rust BPE: no unk token, no normalizer, no added/special tokens ---
-        # (Special tokens are deliberately NOT registered, so a literal "<|endoftext|>" in the
-        # input is ordinary text and BPE can never emit the escape token.)
-        model = models.BPE(vocab=vocab, merges=self.merges, unk_token=None, fuse_unk=False, byte_fallback=False)
-        hf = HFTokenizer(model)
-        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-        hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        hf.decoder = decoders.ByteLevel()
-        self._hf = hf
-        self._encode_batch = getattr(hf, "encode_batch_fast", hf.encode_batch)
-
+        self._vocab = vocab
+        self._hf_model = None  # the Rust BPE, built on first encode (decoding never needs it)
         self.tokenizer_id = f"bpe-{pre}-{_sha16(self._canonical())}"
+
+    @property
+    def _raw_split(self) -> re.Pattern:
+        """Splits text into alternating [bpe run, raw run, bpe run, ...] (capture group)."""
+        if self._raw_split_re is None:
+            self._raw_split_re = re.compile("(" + _unrepresentable_char_class(self.missing_bytes) + "+)")
+        return self._raw_split_re
+
+    @property
+    def _hf(self):
+        """The Rust BPE: no unk token, no normalizer, no added/special tokens. (Special tokens are
+        deliberately NOT registered, so a literal "<|endoftext|>" in the input is ordinary text
+        and BPE can never emit the escape token.) Built when first needed (~0.1 s for SmolLM2)."""
+        if self._hf_model is None:
+            from tokenizers import Tokenizer as HFTokenizer
+            from tokenizers import decoders, models, pre_tokenizers
+
+            model = models.BPE(vocab=self._vocab, merges=self.merges, unk_token=None, fuse_unk=False, byte_fallback=False)
+            hf = HFTokenizer(model)
+            byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+            hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+            hf.decoder = decoders.ByteLevel()
+            self._hf_model = hf
+        return self._hf_model
+
+    def _encode_batch(self, *args, **kwargs):
+        hf = self._hf
+        return getattr(hf, "encode_batch_fast", hf.encode_batch)(*args, **kwargs)
 
     # -- identity ---------------------------------------------------------------------------------
 

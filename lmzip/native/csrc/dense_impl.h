@@ -312,3 +312,66 @@ void d_clip32(int32_t* u, int32_t lim, int n) {
     u[i] = v > lim ? lim : v;
   }
 }
+
+// ---- the forward pass's elementwise steps (model.cpp; each the reference's IEEE operations in the
+// reference's order, so vectorizing them changes no bit) --------------------------------------------
+
+// int16 quantisation of rows [M, K] into q [M, Kp] (zero padding): s = max(max|row|, 1e-300) / 32639.
+void e_quantize(const double* x, int M, int K, int16_t* q, int Kp, double* s) {
+  for (int m = 0; m < M; ++m) {
+    const double* r = x + size_t(m) * K;
+    double amax = 0;
+    for (int k = 0; k < K; ++k) {
+      const double a = r[k] < 0 ? -r[k] : r[k];
+      amax = a > amax ? a : amax;
+    }
+    const double sc = (amax > 1e-300 ? amax : 1e-300) / 32639.0;  // clamp_min_(1e-300), then / ACT_MAX
+    int16_t* o = q + size_t(m) * Kp;
+    for (int k = 0; k < K; ++k) {
+      double v = __builtin_nearbyint(r[k] / sc);
+      v = v < -32639.0 ? -32639.0 : (v > 32639.0 ? 32639.0 : v);
+      o[k] = int16_t(v);
+    }
+    for (int k = K; k < Kp; ++k) o[k] = 0;
+    s[m] = sc;
+  }
+}
+
+// y = clamp(round(y * 2**12), +-2**20): the query/key/value fixed point.
+void e_fix(double* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    const double v = __builtin_nearbyint(y[i] * 4096.0);
+    y[i] = v < -1048576.0 ? -1048576.0 : (v > 1048576.0 ? 1048576.0 : v);
+  }
+}
+
+// RoPE of one head x [2 * half] at one position: [x1 c - x2 s, x2 c + x1 s] / 2**16, rounded, clamped.
+void e_rope(const double* x, const double* c, const double* sn, int half, double* out) {
+  for (int i = 0; i < half; ++i) {
+    const double x1 = x[i], x2 = x[half + i];
+    double a = __builtin_nearbyint((x1 * c[i] - x2 * sn[i]) * (1.0 / 65536));
+    double b = __builtin_nearbyint((x2 * c[i] + x1 * sn[i]) * (1.0 / 65536));
+    out[i] = a < -1048576.0 ? -1048576.0 : (a > 1048576.0 ? 1048576.0 : a);
+    out[half + i] = b < -1048576.0 ? -1048576.0 : (b > 1048576.0 ? 1048576.0 : b);
+  }
+}
+
+// h = h + round(y * 2**16): a sublayer's output into the fixed-point residual stream.
+void e_residual(double* h, const double* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) h[i] = h[i] + __builtin_nearbyint(y[i] * 65536.0);
+}
+
+// a = (g * (sigmoid[round(g * 1024) clamped] * 2**-24)) * u for the gate g and up u of each row.
+void e_silu(const double* gu, int M, int F, const double* sig, double* a) {
+  for (int m = 0; m < M; ++m) {
+    const double* g = gu + size_t(m) * 2 * F;
+    const double* u = g + F;
+    double* o = a + size_t(m) * F;
+    for (int i = 0; i < F; ++i) {
+      double gi = __builtin_nearbyint(g[i] * 1024.0);
+      gi = gi < -16384.0 ? -16384.0 : (gi > 16384.0 ? 16384.0 : gi);
+      const double sg = sig[int(gi) + 16384] * (1.0 / 16777216);
+      o[i] = (g[i] * sg) * u[i];  // SiLU(g) * u = (g * sigmoid(g)) * u
+    }
+  }
+}

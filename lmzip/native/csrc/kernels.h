@@ -120,6 +120,12 @@ struct DenseKernels {
   int (*unigram_step32)(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr, int64_t thr, int32_t* sel);
   int (*select_teacher)(const int32_t* et, int n, int64_t r, int64_t thr, int32_t* sel);
   void (*clip32)(int32_t* u, int32_t lim, int n);
+  // the forward pass's elementwise steps
+  void (*quantize)(const double* x, int M, int K, int16_t* q, int Kp, double* s);
+  void (*fix)(double* y, size_t n);
+  void (*rope)(const double* x, const double* c, const double* sn, int half, double* out);
+  void (*residual)(double* h, const double* y, size_t n);
+  void (*silu)(const double* gu, int M, int F, const double* sig, double* a);
 };
 extern const DenseKernels dense_portable;
 #if defined(__x86_64__)
@@ -127,6 +133,7 @@ extern const DenseKernels dense_avx2;
 #endif
 // The dense kernels of the process's SIMD level (set_dense_level caps it; tests compare levels).
 const DenseKernels& dense();
+const DenseKernels& dense_for(int level);
 void set_dense_level(int level);
 int dense_level();
 

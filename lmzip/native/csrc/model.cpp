@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -49,13 +50,20 @@ void Bytes::assign_zero(size_t n) {
   p_ = static_cast<int8_t*>(p);
 }
 
+size_t Linear::packed_size(int n, int k) {
+  return round_up(round_up(size_t(n), PACK_ROWS) * round_up(size_t(k), K_ALIGN), 64);
+}
+
 void Linear::set(const int8_t* data, const float* scales, int n, int k) {
   N = n;
   K = k;
   Kp = int(round_up(size_t(k), K_ALIGN));
   scale.assign(scales, scales + n);  // float32 -> float64, as the reference's .to(float64)
-  bytes.assign_zero(round_up(size_t(n), PACK_ROWS) * size_t(Kp));
-  int8_t* out = bytes.data();
+  if (!arena) {
+    bytes.assign_zero(packed_size(n, k));
+    arena = bytes.data();
+  }
+  int8_t* out = arena;
   for (int r = 0; r < n; ++r)
     for (int c = 0; c < k; c += K_ALIGN)
       std::memcpy(out + packed_offset(r, c, Kp), data + size_t(r) * k + c, size_t(std::min(K_ALIGN, k - c)));
@@ -187,6 +195,14 @@ void set_dense_level(int level) {
   g_dense_level = level >= SIMD_AVX2 ? SIMD_AVX2 : SIMD_PORTABLE;
 }
 
+const DenseKernels& dense_for(int level) {
+#if defined(__x86_64__)
+  if (std::min(level, best_simd()) >= SIMD_AVX2) return dense_avx2;
+#endif
+  (void)level;
+  return dense_portable;
+}
+
 const DenseKernels& dense() {
   if (!g_dense) set_dense_level(best_simd());
   return *g_dense;
@@ -210,6 +226,18 @@ Kernels kernels_for(int level) {
 
 Model::Model(const ModelConfig& c, Tables t, int simd, int threads) : cfg(c), tab(std::move(t)), pool_(threads) {
   layer.resize(size_t(cfg.layers));
+  const int hd = cfg.head_dim(), qkv = (cfg.heads + 2 * cfg.kv_heads) * hd;
+  const size_t per_layer = Linear::packed_size(qkv, cfg.dim) + Linear::packed_size(cfg.dim, cfg.heads * hd) +
+                           Linear::packed_size(2 * cfg.ffn, cfg.dim) + Linear::packed_size(cfg.dim, cfg.ffn);
+  arena.assign_zero(per_layer * size_t(cfg.layers) + Linear::packed_size(cfg.vocab, cfg.dim));
+  int8_t* p = arena.data();
+  for (Layer& L : layer) {
+    L.wqkv.arena = p, p += Linear::packed_size(qkv, cfg.dim);
+    L.wo.arena = p, p += Linear::packed_size(cfg.dim, cfg.heads * hd);
+    L.w13.arena = p, p += Linear::packed_size(2 * cfg.ffn, cfg.dim);
+    L.w2.arena = p, p += Linear::packed_size(cfg.dim, cfg.ffn);
+  }
+  head.arena = p;
   set_simd(simd);
 }
 
@@ -217,6 +245,7 @@ void Model::set_simd(int level) {
   level = std::max(0, std::min(level, best_simd()));
   simd_ = level;
   kern_ = kernels_for(level);
+  dk_ = &dense_for(level);
 }
 
 void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi) {
@@ -235,7 +264,14 @@ void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, d
   });
 }
 
+template <typename T>
+static T* grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
 void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h) {
+  std::lock_guard<std::mutex> lock(busy_);
   const int d = cfg.dim, H = cfg.heads, Hk = cfg.kv_heads, hd = cfg.head_dim(), half = hd / 2, F = cfg.ffn;
   const int rep = H / Hk, hdp = cache.hdp, M = B * n;
   if (B != cache.batch) throw std::invalid_argument("batch size differs from the cache's");
@@ -245,7 +281,8 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
       throw std::invalid_argument("sequence longer than the cache capacity / model context");
   for (int i = 0; i < M; ++i)
     if (tokens[i] < 0 || tokens[i] >= cfg.vocab) throw std::invalid_argument("token id out of range");
-  std::vector<int64_t> pos(static_cast<size_t>(M));
+  std::vector<int64_t>& pos = sc_.pos;
+  pos.resize(size_t(M));
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < n; ++t) pos[size_t(b) * n + t] = cache.lengths[size_t(b)] + t;
 
@@ -258,38 +295,47 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
   }
 
   const int Kmax = int(round_up(size_t(std::max({d, H * hd, F})), K_ALIGN));
-  std::vector<int16_t> xq(size_t(M) * Kmax);
-  std::vector<double> s(static_cast<size_t>(M)), kf(static_cast<size_t>(M));
   const int QKV = (H + 2 * Hk) * hd;
-  std::vector<double> y(size_t(M) * std::max(QKV, 2 * F));
-  std::vector<double> qbuf(size_t(B) * Hk * n * rep * hdp, 0.0);
-  std::vector<double> o(size_t(M) * H * hd);
-  std::vector<double> act(size_t(M) * F);
+  int16_t* xq = grow(sc_.xq, size_t(M) * Kmax);
+  double* s = grow(sc_.s, size_t(M));
+  double* kf = grow(sc_.kf, size_t(M));
+  double* y = grow(sc_.y, size_t(M) * std::max(QKV, 2 * F));
+  const size_t qn = size_t(B) * Hk * n * rep * hdp;
+  double* qbuf = grow(sc_.qbuf, qn);
+  std::fill(qbuf, qbuf + qn, 0.0);  // padded head dimensions must read as 0
+  double* o = grow(sc_.o, size_t(M) * H * hd);
+  double* act = grow(sc_.act, size_t(M) * F);
 
+  using clock = std::chrono::steady_clock;
+  auto t_last = clock::now();
+  auto mark = [&](Phase ph) {
+    const auto now = clock::now();
+    phase_seconds[ph] += std::chrono::duration<double>(now - t_last).count();
+    t_last = now;
+  };
+  mark(PH_EMBED);
   for (int li = 0; li < cfg.layers; ++li) {
     Layer& L = layer[size_t(li)];
     // ---- attention
-    quantize_rows(h, M, d, xq.data(), L.wqkv.Kp, s.data());
-    norm_factors(xq.data(), M, d, L.wqkv.Kp, s.data(), d, cfg.norm_eps, kf.data());
-    matmul(L.wqkv, xq.data(), M, kf.data(), y.data(), nullptr);
+    const DenseKernels& E = *dk_;
+    E.quantize(h, M, d, xq, L.wqkv.Kp, s);
+    norm_factors(xq, M, d, L.wqkv.Kp, s, d, cfg.norm_eps, kf);
+    mark(PH_NORM);
+    matmul(L.wqkv, xq, M, kf, y, nullptr);
+    mark(PH_QKV);
+    E.fix(y, size_t(M) * QKV);  // _fix
     for (int m = 0; m < M; ++m) {
-      double* r = y.data() + size_t(m) * QKV;
-      for (int i = 0; i < QKV; ++i) r[i] = clampd(std::nearbyint(r[i] * QK_SCALE), QK_LIMIT);  // _fix
+      double* r = y + size_t(m) * QKV;
       const int b = m / n, t = m % n;
       const int64_t p = pos[size_t(m)];
       const double* c = tab.rope_cos.data() + size_t(p) * half;
       const double* sn = tab.rope_sin.data() + size_t(p) * half;
       for (int hh = 0; hh < H + Hk; ++hh) {  // _rope on query and key heads
-        const double* x = r + hh * hd;
         double rot[512];
-        for (int i = 0; i < half; ++i) {
-          const double x1 = x[i], x2 = x[half + i];
-          rot[i] = clampd(std::nearbyint((x1 * c[i] - x2 * sn[i]) * ROPE_INV), QK_LIMIT);
-          rot[half + i] = clampd(std::nearbyint((x2 * c[i] + x1 * sn[i]) * ROPE_INV), QK_LIMIT);
-        }
+        E.rope(r + hh * hd, c, sn, half, rot);
         if (hh < H) {  // query head hh = g * rep + i -> row t * rep + i of kv group g
           const int g = hh / rep, ri = hh % rep;
-          double* qd = qbuf.data() + ((size_t(b) * Hk + g) * (size_t(n) * rep) + size_t(t) * rep + ri) * hdp;
+          double* qd = qbuf + ((size_t(b) * Hk + g) * (size_t(n) * rep) + size_t(t) * rep + ri) * hdp;
           for (int i = 0; i < hd; ++i) qd[i] = rot[i];
         } else {
           const int g = hh - H;
@@ -303,28 +349,26 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
         for (int i = 0; i < hd; ++i) vd[i] = int32_t(x[i]);
       }
     }
-    attention(cache, li, qbuf.data(), pos, B, n, o.data());
-    quantize_rows(o.data(), M, H * hd, xq.data(), L.wo.Kp, s.data());
+    mark(PH_ROPE);
+    attention(cache, li, qbuf, pos, B, n, o);
+    mark(PH_ATTN);
+    E.quantize(o, M, H * hd, xq, L.wo.Kp, s);
     for (int m = 0; m < M; ++m) kf[size_t(m)] = s[size_t(m)] * V_INV;
-    matmul(L.wo, xq.data(), M, kf.data(), y.data(), nullptr);
-    for (size_t i = 0; i < size_t(M) * d; ++i) h[i] = h[i] + std::nearbyint(y[i] * RES_SCALE);
+    matmul(L.wo, xq, M, kf, y, nullptr);
+    E.residual(h, y, size_t(M) * d);
+    mark(PH_WO);
     // ---- feed-forward
-    quantize_rows(h, M, d, xq.data(), L.w13.Kp, s.data());
-    norm_factors(xq.data(), M, d, L.w13.Kp, s.data(), d, cfg.norm_eps, kf.data());
-    matmul(L.w13, xq.data(), M, kf.data(), y.data(), nullptr);
-    for (int m = 0; m < M; ++m) {
-      const double* gu = y.data() + size_t(m) * 2 * F;
-      double* a = act.data() + size_t(m) * F;
-      for (int i = 0; i < F; ++i) {
-        const double g = gu[i], u = gu[F + i];
-        const double gi = clampd(std::nearbyint(g * 1024.0), double(SIG_HALF));
-        const double sg = tab.sigmoid[size_t(int64_t(gi) + SIG_HALF)] * SIG_INV;
-        a[i] = (g * sg) * u;  // SiLU(g) * u = (g * sigmoid(g)) * u
-      }
-    }
-    quantize_rows(act.data(), M, F, xq.data(), L.w2.Kp, s.data());
-    matmul(L.w2, xq.data(), M, s.data(), y.data(), nullptr);
-    for (size_t i = 0; i < size_t(M) * d; ++i) h[i] = h[i] + std::nearbyint(y[i] * RES_SCALE);
+    E.quantize(h, M, d, xq, L.w13.Kp, s);
+    norm_factors(xq, M, d, L.w13.Kp, s, d, cfg.norm_eps, kf);
+    mark(PH_NORM);
+    matmul(L.w13, xq, M, kf, y, nullptr);
+    mark(PH_W13);
+    E.silu(y, M, F, tab.sigmoid.data(), act);
+    E.quantize(act, M, F, xq, L.w2.Kp, s);
+    mark(PH_SILU);
+    matmul(L.w2, xq, M, s, y, nullptr);
+    E.residual(h, y, size_t(M) * d);
+    mark(PH_W2);
   }
   for (int b = 0; b < B; ++b) cache.lengths[size_t(b)] += n;
 }
@@ -380,19 +424,19 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
     pool_.run(n_groups, [&](int64_t gi) {
       const GroupInfo x = info(gi);
       const size_t lds = round_up(size_t(x.lmax), KEY_BLOCK);
-      thread_local std::vector<double> sbuf;
-      sbuf.resize(size_t(x.rows) * lds);
-      kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), 0, int(x.lmax), sbuf.data(), lds});
+      thread_local std::vector<double> sbuf_local;
+      double* sbuf = grow(sbuf_local, size_t(x.rows) * lds);
+      kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), 0, int(x.lmax), sbuf, lds});
       int64_t z[MAX_GROUP] = {0};
       for (int r = 0; r < x.rows; ++r) {
-        double* srow = sbuf.data() + r * lds;
+        double* srow = sbuf + r * lds;
         double top = srow[0];
         for (int64_t j = 1; j < x.lim[r]; ++j) top = std::max(top, srow[j]);
         z[r] = weights(srow, 0, x.lmax, x.lim[r], top);
       }
       double num[MAX_GROUP * 256];
       std::fill(num, num + x.rows * hdp, 0.0);
-      kern_.mix({sbuf.data(), lds, x.rows, hdp, cache.vals(li, x.b, x.g), 0, int(x.lmax), num});
+      kern_.mix({sbuf, lds, x.rows, hdp, cache.vals(li, x.b, x.g), 0, int(x.lmax), num});
       write_out(x, num, z);
     });
     return;
@@ -400,14 +444,15 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
 
   // Key-split: phase 1 scores and per-chunk maxima, phase 2 weights and partial sums.
   const size_t lds = round_up(size_t(max_len), KEY_BLOCK);
-  std::vector<double> sbuf(size_t(n_groups) * G * lds);
-  std::vector<double> cmax(size_t(n_groups) * chunks * G, -INFINITY);
+  double* sbuf = grow(sc_.asbuf, size_t(n_groups) * G * lds);
+  double* cmax = grow(sc_.acmax, size_t(n_groups) * chunks * G);
+  std::fill(cmax, cmax + size_t(n_groups) * chunks * G, -INFINITY);
   pool_.run(n_groups * chunks, [&](int64_t task) {
     const int64_t gi = task / chunks, c = task % chunks;
     const GroupInfo x = info(gi);
     const int64_t j0 = c * CHUNK, j1 = std::min(x.lmax, j0 + CHUNK);
     if (j0 >= j1) return;
-    double* s = sbuf.data() + size_t(gi) * G * lds;
+    double* s = sbuf + size_t(gi) * G * lds;
     kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), int(j0), int(j1), s, lds});
     for (int r = 0; r < x.rows; ++r) {
       double m = -INFINITY;
@@ -415,28 +460,31 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       cmax[(size_t(gi) * chunks + c) * G + r] = m;
     }
   });
-  std::vector<double> pnum(size_t(n_groups) * chunks * G * hdp, 0.0);
-  std::vector<int64_t> pz(size_t(n_groups) * chunks * G, 0);
+  const size_t npn = size_t(n_groups) * chunks * G * hdp, npz = size_t(n_groups) * chunks * G;
+  double* pnum = grow(sc_.apnum, npn);
+  std::fill(pnum, pnum + npn, 0.0);
+  int64_t* pz = grow(sc_.apz, npz);
+  std::fill(pz, pz + npz, int64_t(0));
   pool_.run(n_groups * chunks, [&](int64_t task) {
     const int64_t gi = task / chunks, c = task % chunks;
     const GroupInfo x = info(gi);
     const int64_t j0 = c * CHUNK, j1 = std::min(x.lmax, j0 + CHUNK);
     if (j0 >= j1) return;
-    double* s = sbuf.data() + size_t(gi) * G * lds;
+    double* s = sbuf + size_t(gi) * G * lds;
     for (int r = 0; r < x.rows; ++r) {
       double top = -INFINITY;
       for (int64_t cc = 0; cc < chunks; ++cc) top = std::max(top, cmax[(size_t(gi) * chunks + cc) * G + r]);
       pz[(size_t(gi) * chunks + c) * G + r] = weights(s + r * lds, j0, j1, x.lim[r], top);
     }
     kern_.mix({s, lds, x.rows, hdp, cache.vals(li, x.b, x.g), int(j0), int(j1),
-               pnum.data() + (size_t(gi) * chunks + c) * G * hdp});
+               pnum + (size_t(gi) * chunks + c) * G * hdp});
   });
   for (int64_t gi = 0; gi < n_groups; ++gi) {
     const GroupInfo x = info(gi);
     std::vector<double> num(size_t(G) * hdp, 0.0);
     int64_t z[MAX_GROUP] = {0};
     for (int64_t c = 0; c < chunks; ++c) {
-      const double* p = pnum.data() + (size_t(gi) * chunks + c) * G * hdp;
+      const double* p = pnum + (size_t(gi) * chunks + c) * G * hdp;
       for (int i = 0; i < x.rows * hdp; ++i) num[size_t(i)] += p[i];  // integers < 2**52: exact in any order
       for (int r = 0; r < x.rows; ++r) z[r] += pz[(size_t(gi) * chunks + c) * G + r];
     }
@@ -445,22 +493,30 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
 }
 
 void Model::head_logits(const double* h, int M, int64_t* logits) {
+  std::lock_guard<std::mutex> lock(busy_);
+  head_logits_locked(h, M, logits);
+}
+
+void Model::head_logits_locked(const double* h, int M, int64_t* logits) {
   const int d = cfg.dim;
-  std::vector<int16_t> xq(size_t(M) * head.Kp);
+  std::vector<int16_t>& xq = sc_.xq;
+  xq.resize(std::max(xq.size(), size_t(M) * head.Kp));
   std::vector<double> s(static_cast<size_t>(M)), kf(static_cast<size_t>(M));
-  quantize_rows(h, M, d, xq.data(), head.Kp, s.data());
+  dk_->quantize(h, M, d, xq.data(), head.Kp, s.data());
   norm_factors(xq.data(), M, d, head.Kp, s.data(), d, cfg.norm_eps, kf.data());
   for (int m = 0; m < M; ++m) kf[size_t(m)] = kf[size_t(m)] * 1024.0;  // logits on the exp table's grid
   matmul(head, xq.data(), M, kf.data(), nullptr, logits);
 }
 
 void Model::head_frequencies(const double* h, int M, int32_t* freqs) {
+  std::lock_guard<std::mutex> lock(busy_);
   const int V = cfg.vocab;
   const int rows = 16;
-  std::vector<int64_t> z(size_t(rows) * V);
+  std::vector<int64_t>& z = sc_.zhead;
+  z.resize(size_t(rows) * V);
   for (int m0 = 0; m0 < M; m0 += rows) {
     const int mr = std::min(rows, M - m0);
-    head_logits(h + size_t(m0) * cfg.dim, mr, z.data());
+    head_logits_locked(h + size_t(m0) * cfg.dim, mr, z.data());
     pool_.run(mr, [&](int64_t r) {
       logits_to_frequencies(z.data() + size_t(r) * V, V, tab.out_exp.data(), int(tab.out_exp.size()),
                             freqs + (size_t(m0) + r) * V);

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -51,13 +52,15 @@ class Bytes {
 // the matmul kernels (kernels.h, packed_offset), or as plain rows padded to K_ALIGN (the
 // embedding, read one row per token).
 struct Linear {
-  Bytes bytes;
+  Bytes bytes;             // owned storage (the embedding's rows)
+  int8_t* arena = nullptr;  // or a slice of the model's arena (packed matrices)
   std::vector<double> scale;
   int N = 0, K = 0, Kp = 0;
-  const int8_t* q() const { return bytes.data(); }
-  void set(const int8_t* data, const float* scales, int n, int k);       // packed
-  void set_rows(const int8_t* data, const float* scales, int n, int k);  // plain rows
-  const int8_t* row(int64_t n) const { return bytes.data() + size_t(n) * size_t(Kp); }
+  const int8_t* q() const { return arena ? arena : bytes.data(); }
+  static size_t packed_size(int n, int k);
+  void set(const int8_t* data, const float* scales, int n, int k);       // packed, into arena
+  void set_rows(const int8_t* data, const float* scales, int n, int k);  // plain rows, owned
+  const int8_t* row(int64_t n) const { return q() + size_t(n) * size_t(Kp); }
 };
 
 struct Tables {
@@ -87,10 +90,16 @@ class Model {
  public:
   Model(const ModelConfig& cfg, Tables tables, int simd, int threads);
   const ModelConfig cfg;
+  Bytes arena;  // every packed matrix, in one allocation on huge pages (small ones would get 4 KB pages)
   Linear embed, head;
   struct Layer { Linear wqkv, wo, w13, w2; };
   std::vector<Layer> layer;
   Tables tab;
+
+  // Seconds spent per phase of hidden() since the last reset (for profiling; always counted,
+  // a clock read costs ~20 ns against microseconds of work per phase).
+  enum Phase { PH_NORM, PH_QKV, PH_ROPE, PH_ATTN, PH_WO, PH_W13, PH_SILU, PH_W2, PH_EMBED, PH_COUNT };
+  double phase_seconds[PH_COUNT] = {0};
 
   int simd() const { return simd_; }
   void set_simd(int level);
@@ -105,9 +114,20 @@ class Model {
 
  private:
   void matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi);
+  void head_logits_locked(const double* h, int M, int64_t* logits);
   void attention(Cache& cache, int li, const double* q, const std::vector<int64_t>& pos, int B, int n, double* o);
   int simd_;
   Kernels kern_;
+  const DenseKernels* dk_ = nullptr;
+  // Scratch reused across calls (grow-only): fresh buffers of a few MB per step cost their page
+  // faults every time (measured: 5% of a decoding batch's step).
+  struct Scratch {
+    std::vector<int16_t> xq;
+    std::vector<double> s, kf, y, qbuf, o, act, asbuf, acmax, apnum;
+    std::vector<int64_t> pos, apz;
+    std::vector<int64_t> zhead;
+  } sc_;
+  std::mutex busy_;  // one forward at a time per model (its scratch and pool are shared)
   ThreadPool pool_;
 };
 

@@ -262,6 +262,15 @@ PYBIND11_MODULE(_native, m) {
         }
         return h;
       })
+      .def("phase_seconds", [](PyModel& pm, bool reset) {
+        static const char* names[] = {"norm", "qkv", "rope", "attention", "wo", "w13", "silu", "w2", "embed"};
+        py::dict out;
+        for (int i = 0; i < Model::PH_COUNT; ++i) {
+          out[names[i]] = pm.model->phase_seconds[i];
+          if (reset) pm.model->phase_seconds[i] = 0;
+        }
+        return out;
+      }, py::arg("reset") = false, "Seconds per phase of hidden() (profiling)")
       .def("head_logits", [](PyModel& pm, carray<double> h) {
         Model& mdl = *pm.model;
         if (h.ndim() < 1 || h.shape(h.ndim() - 1) != mdl.cfg.dim) throw std::invalid_argument("h must be [..., dim]");

@@ -363,7 +363,7 @@ void Predictor::learn_bias(int32_t y) {
     // d log p_y / d beta = z_y - E_p[z]; beta in 2**-12
     __int128 dot = 0;
     for (int v = 0; v < V_; ++v) dot += __int128(teacher_f(v)) * z_copy_[size_t(v)];
-    const __int128 g = (__int128(z_copy_[size_t(y)]) << TOTAL_BITS) - dot;
+    const __int128 g = __int128(z_copy_[size_t(y)]) * ONE - dot;  // z_y * 2**24 (a shift of a negative is UB)
     const __int128 ag = g < 0 ? -g : g;
     const int64_t step = int64_t((ag * p_.temp_lr) >> 38);  // rounded toward zero
     beta_ = std::min(4 * BETA_ONE, std::max(BETA_ONE / 4, beta_ + (g >= 0 ? step : -step)));
