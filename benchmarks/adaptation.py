@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lmzip import transforms, zoo
 from lmzip.adapt import AdaptParams
-from lmzip.codec import CodecParams, coded_rows, new_predictor
+from lmzip.codec import CodecParams, coded_rows, new_predictor, to_numpy
 
 OFF = dict(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False)
 VARIANTS = {
@@ -58,7 +57,7 @@ def hidden_slices(lm, ids, p: CodecParams, cache: Path | None, key: bytes):
     if not path.exists():
         rows = np.zeros((len(ids), lm.model.cfg.dim), dtype=np.float64)
         for a, b, h, _ in coded_rows(lm, ids, p, kind="hidden"):
-            rows[a:b] = h.cpu().numpy()
+            rows[a:b] = to_numpy(h)
             yield a, b, h
         cache.mkdir(parents=True, exist_ok=True)
         np.save(path.with_suffix(".tmp.npy"), rows)
@@ -67,7 +66,12 @@ def hidden_slices(lm, ids, p: CodecParams, cache: Path | None, key: bytes):
     rows = np.load(path, mmap_mode="r")
     for a in range(0, len(ids), 256):
         b = min(len(ids), a + 256)
-        yield a, b, torch.from_numpy(np.array(rows[a:b])).to(lm.model.device)
+        h = np.array(rows[a:b])
+        if getattr(lm.model, "runtime", "reference") == "reference":  # the torch model wants a tensor on its device
+            import torch
+
+            h = torch.from_numpy(h).to(lm.model.device)
+        yield a, b, h
 
 
 def schedule(lm, window: int | None = None, overlap: int | None = None) -> CodecParams:
@@ -88,8 +92,8 @@ def measure(lm, data: bytes, cache: Path | None = None, variants=tuple(VARIANTS)
     t0 = time.perf_counter()
     for a, b, h in hidden_slices(lm, ids, p, cache, coded):
         z = lm.model.head_logits(h)
-        f0 = lm.model.logit_frequencies(z).cpu().numpy()
-        z = z.cpu().numpy()
+        f0 = to_numpy(lm.model.logit_frequencies(z))
+        z = to_numpy(z)
         y = np.asarray(ids[a:b])
         bits["model alone"] += float((24 - np.log2(f0[np.arange(b - a), y])).sum())
         for name, pred in preds.items():

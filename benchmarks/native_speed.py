@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,10 @@ def text_tokens(lm, n: int) -> np.ndarray:
 
 def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps: int, bandwidth: float) -> dict:
     m, out = lm.model, {}
-    weights = sum(p.stat().st_size for p in [lm.path / "model.safetensors"]) - 0  # int8 rows + float scales
+    c = m.cfg
+    # Bytes a step must read: every matrix once (int8; the embedding only one row per token).
+    weights = c.n_layers * c.dim * ((c.n_heads + 2 * c.n_kv_heads) * c.head_dim + c.n_heads * c.head_dim + 3 * c.ffn_dim)
+    weights += c.vocab_size * c.dim
     for ctx in contexts:
         toks = text_tokens(lm, ctx + steps + 1)
         one = m.new_cache(1, ctx)
@@ -133,16 +135,21 @@ def bench_load(runtime: str) -> float:
     return dt
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def _timed(cmd: list[str], env: dict, stdout) -> tuple[float, int]:
-    """Seconds and peak RSS (bytes) of one child process."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    dt = time.perf_counter() - t0
-    err = p.stderr.read().decode(errors="replace") if p.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {err.strip()}")
-    return dt, usage.ru_maxrss * 1024
+    """Seconds and peak RSS (bytes) of one child process. The peak comes from GNU time where it
+    is installed (a forked child's own ru_maxrss starts at its parent's high-water mark)."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        wrap = [GNU_TIME, "-f", "%M", "-o", rss.name] if os.path.exists(GNU_TIME) else []
+        t0 = time.perf_counter()
+        p = subprocess.run(wrap + cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+        dt = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {p.stderr.decode(errors='replace').strip()}")
+        text = rss.read().strip().splitlines()
+        return dt, (int(text[-1]) * 1024 if wrap and text else -1)
 
 
 def bench_file(path: Path, runtime: str) -> dict:

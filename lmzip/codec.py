@@ -307,7 +307,7 @@ class _Stream:
         self.index, self.n = index, seg.token_count
         self.original_length, self.reported = seg.original_length, 0  # for progress reports
         self.dec = decoder(bytes(payload), header.total_bits, header.top_k)
-        self.tokens: list[int] = []
+        self.tokens: list[int] = []  # grows with what decodes, never allocated from the header's claim
         self.sched = windows(self.n, header.window_tokens, header.overlap_tokens)
         self.bos = bos
         self.predictor = predictor
@@ -433,37 +433,53 @@ def needs_model(header: C.Header) -> bool:
     return any(s.method == C.METHOD_LM for s in header.segments)
 
 
+def check_lm_segments(header: C.Header, lm: LoadedModel) -> None:
+    """FormatError for anything in the header that the model-coded segments cannot honour, before
+    any decoding work or allocation follows from it."""
+    check_model(header, lm)
+    if header.total_bits != lm.model.total_bits:  # the model's rows sum to 2**24: nothing else decodes
+        raise FormatError(f"unsupported total_bits {header.total_bits} for model-coded segments")
+    if header.window_tokens > lm.model.cfg.max_context:
+        raise FormatError(f"window of {header.window_tokens} tokens exceeds the model's context of {lm.model.cfg.max_context}")
+    for i, seg in enumerate(header.segments):
+        # The tokenizer spells every byte with at most two tokens (an escape and its identifier),
+        # so a segment's claimed token count is bounded by its original length: the decoding
+        # work any file can ask for stays proportional to the output it declares.
+        if seg.method == C.METHOD_LM and seg.token_count > 2 * seg.original_length:
+            raise FormatError(f"segment {i} claims {seg.token_count} tokens for {seg.original_length} bytes "
+                              f"(at most {2 * seg.original_length})")
+
+
 def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, batch: int = 16,
                       progress: Progress | None = None) -> bytes:
     """Decode a parsed container (``lm`` may be None when no segment uses the model)."""
     out: list[bytes | None] = [None] * len(header.segments)
-    lm_streams = []
+    lm_segments = []
     adapt = None
     if header.predictor:
         try:
             adapt = AdaptParams.from_bytes(header.predictor)
         except ValueError as exc:
             raise FormatError(f"unsupported adaptive predictor: {exc}") from None
+    if needs_model(header):
+        if lm is None:
+            raise ValueError("a model is needed for this file")
+        check_lm_segments(header, lm)
     for i, (seg, payload) in enumerate(zip(header.segments, payloads)):
         if seg.method == C.METHOD_LM:
-            if lm is None:
-                raise ValueError("a model is needed for this file")
-            pred = new_predictor(lm, adapt) if adapt else None
-            native = is_native(lm) and FUSED
-            lm_streams.append(_Stream(i, seg, payload, header, lm.tokenizer.bos_id, pred,
-                                      lambda data, tb, k: new_decoder(lm, data, tb, k), native))
+            lm_segments.append((i, seg, payload))
         else:
             out[i] = C.decode_fallback_segment(seg, payload, i)
             if progress:
                 progress(seg.original_length)
-    if lm_streams:
-        check_model(header, lm)
-        if header.total_bits != lm.model.total_bits:  # the model's rows sum to 2**24: nothing else decodes
-            raise FormatError(f"unsupported total_bits {header.total_bits} for model-coded segments")
-    # Keys/values cost ~92 KB per token slot for the teacher: bound the cache, not just the streams.
+    # Keys/values cost ~46 KB per token slot for the teacher: bound the cache, not just the streams.
     batch = max(1, min(batch, CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
-    for b0 in range(0, len(lm_streams), batch):
-        group = lm_streams[b0 : b0 + batch]
+    native = bool(lm_segments) and is_native(lm) and FUSED
+    for b0 in range(0, len(lm_segments), batch):
+        # Decoders and predictors (~1.5 MB each for the teacher) exist for one batch at a time.
+        group = [_Stream(i, seg, payload, header, lm.tokenizer.bos_id, new_predictor(lm, adapt) if adapt else None,
+                         lambda data, tb, k: new_decoder(lm, data, tb, k), native)
+                 for i, seg, payload in lm_segments[b0 : b0 + batch]]
         _decode_lm_batch(lm, header, group, progress)
         for st in group:
             seg = header.segments[st.index]

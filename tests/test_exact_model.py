@@ -205,10 +205,21 @@ def test_tables_are_pinned():
             h.update(np.asarray(t).astype("<i8").tobytes())
         return h.hexdigest()[:16]
 
-    assert digest(luts.exp_table(10, 20)) == "b8b370c042b28de6"
-    assert digest(luts.exp_table(10, 30)) == "bf1fd0395927d155"
-    assert digest(luts.sigmoid_table(10, 24, 16)) == "e21615a0c6022ca4"
-    assert digest(*luts.rope_tables(64, 100000.0, 4096, 16)) == "e7c10fc7103c901b"
+    assert digest(luts.exp_table(10, 20)) == digest(luts._exp_table(10, 20)) == "b8b370c042b28de6"
+    assert digest(luts.exp_table(10, 30)) == digest(luts._exp_table(10, 30)) == "bf1fd0395927d155"
+    assert digest(luts.sigmoid_table(10, 24, 16)) == digest(luts._sigmoid_table(10, 24, 16)) == "e21615a0c6022ca4"
+    # The public functions may read the disk cache; the builders must still make the same tables.
+    assert digest(*luts.rope_tables(64, 100000.0, 4096, 16)) == digest(*luts._rope_tables(64, 100000.0, 4096, 16)) == "e7c10fc7103c901b"
+
+
+def test_disk_cache_of_the_tables_rejects_damage(tmp_path, monkeypatch):
+    monkeypatch.setattr(luts, "_cache_dir", lambda: tmp_path)
+    good = luts._cached("t.npy", lambda: np.arange(5, dtype=np.int64))
+    raw = bytearray((tmp_path / "t.npy").read_bytes())
+    raw[-40] ^= 1  # a changed byte of the array: the digest no longer matches
+    (tmp_path / "t.npy").write_bytes(bytes(raw))
+    assert luts._load_cached("t.npy") is None
+    assert np.array_equal(luts._cached("t.npy", lambda: np.arange(5, dtype=np.int64)), good)
 
 
 def test_tables_match_the_functions():

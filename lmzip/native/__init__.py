@@ -66,14 +66,15 @@ def best_simd() -> int:
 
 
 def simd_level() -> int:
-    """The SIMD level in use: the best this CPU runs, capped by LMZIP_SIMD."""
+    """The SIMD level in use: the best this CPU runs, capped by LMZIP_SIMD, whose kernels pass
+    the known-answer checks against the portable ones here (csrc/selftest.cpp)."""
     best = best_simd()
     cap = os.environ.get("LMZIP_SIMD", "").strip().lower()
     if cap:
         if cap not in SIMD_NAMES:
             raise ValueError(f"LMZIP_SIMD must be one of {', '.join(SIMD_NAMES)}")
-        return min(best, SIMD_NAMES.index(cap))
-    return best
+        best = min(best, SIMD_NAMES.index(cap))
+    return int(_native.verified_simd(best)) if _native else 0
 
 
 def default_threads() -> int:

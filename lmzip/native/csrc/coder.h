@@ -35,6 +35,11 @@ class RangeDecoder {
   // The quantile in [0, 2**24) the next symbol's interval must contain; false on invalid data.
   bool quantile(uint32_t& q) const;
   void consume(uint32_t cum, uint32_t freq);
+  // Words read past the end of the data (they read as 0). A valid stream never needs more than
+  // two: the decoder's state holds two words, and every further read means 32 more bits of
+  // information consumed. So a stream that claims more than its payload holds is caught as soon
+  // as it does, after work proportional to its size.
+  size_t overread() const { return pos_ > words_.size() ? pos_ - words_.size() : 0; }
 
  private:
   uint32_t next_word();

@@ -32,20 +32,51 @@ inline double clampd(double x, double lim) { return x < -lim ? -lim : (x > lim ?
 
 // -- weights and cache ------------------------------------------------------------------------
 
-Bytes::~Bytes() { std::free(p_); }
+namespace {
+constexpr size_t HUGE_PAGE = size_t(2) << 20;
+}
+
+Bytes::~Bytes() { release(); }
+
+void Bytes::release() {
+#if defined(__linux__)
+  if (mapped_) {
+    munmap(p_, mapped_);
+    p_ = nullptr, mapped_ = 0, n_ = 0;
+    return;
+  }
+#endif
+  std::free(p_);
+  p_ = nullptr, n_ = 0;
+}
 
 void Bytes::assign_zero(size_t n) {
-  std::free(p_);
-  p_ = nullptr;
+  release();
   n_ = n;
   if (!n) return;
-  const size_t huge = size_t(2) << 20;
-  const size_t cap = round_up(n, n >= huge ? huge : 64);
-  void* p = nullptr;
-  if (posix_memalign(&p, n >= huge ? huge : 64, cap) != 0 || !p) throw std::bad_alloc();
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (n >= huge) madvise(p, cap, MADV_HUGEPAGE);  // a hint: without it the kernel may use 4 KB pages
+#if defined(__linux__)
+  if (n >= HUGE_PAGE) {
+    // Fresh anonymous pages are zero already (no memset pass over 134 MB), and 2 MB-aligned so
+    // the kernel can back them with huge pages.
+    const size_t cap = round_up(n, HUGE_PAGE);
+    void* p = mmap(nullptr, cap + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    char* base = static_cast<char*>(p);
+    char* aligned = reinterpret_cast<char*>(round_up(reinterpret_cast<size_t>(base), HUGE_PAGE));
+    if (aligned > base) munmap(base, size_t(aligned - base));
+    const size_t tail = size_t(base + cap + HUGE_PAGE - (aligned + cap));
+    if (tail) munmap(aligned + cap, tail);
+#if defined(MADV_HUGEPAGE)
+    madvise(aligned, cap, MADV_HUGEPAGE);  // a hint: without it the kernel may use 4 KB pages
 #endif
+    p_ = reinterpret_cast<int8_t*>(aligned);
+    mapped_ = cap;
+    return;
+  }
+#endif
+  void* p = nullptr;
+  const size_t cap = round_up(n, 64);
+  if (posix_memalign(&p, 64, cap) != 0 || !p) throw std::bad_alloc();
   std::memset(p, 0, cap);
   p_ = static_cast<int8_t*>(p);
 }
@@ -64,9 +95,14 @@ void Linear::set(const int8_t* data, const float* scales, int n, int k) {
     arena = bytes.data();
   }
   int8_t* out = arena;
-  for (int r = 0; r < n; ++r)
-    for (int c = 0; c < k; c += K_ALIGN)
-      std::memcpy(out + packed_offset(r, c, Kp), data + size_t(r) * k + c, size_t(std::min(K_ALIGN, k - c)));
+  const int full = k / K_ALIGN * K_ALIGN;  // whole chunks: fixed-size copies, inlined
+  for (int r = 0; r < n; ++r) {
+    const int8_t* src = data + size_t(r) * k;
+    int8_t* dst = out + packed_offset(r, 0, Kp);
+    for (int c = 0; c < full; c += K_ALIGN)
+      std::memcpy(dst + size_t(c / K_ALIGN) * (PACK_ROWS * K_ALIGN), src + c, size_t(K_ALIGN));
+    if (full < k) std::memcpy(out + packed_offset(r, full, Kp), src + full, size_t(k - full));
+  }
 }
 
 void Linear::set_rows(const int8_t* data, const float* scales, int n, int k) {
@@ -242,7 +278,7 @@ Model::Model(const ModelConfig& c, Tables t, int simd, int threads) : cfg(c), ta
 }
 
 void Model::set_simd(int level) {
-  level = std::max(0, std::min(level, best_simd()));
+  level = verified_simd(level);
   simd_ = level;
   kern_ = kernels_for(level);
   dk_ = &dense_for(level);

@@ -31,10 +31,11 @@ class Bytes {
   Bytes() = default;
   Bytes(const Bytes&) = delete;
   Bytes& operator=(const Bytes&) = delete;
-  Bytes(Bytes&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  Bytes(Bytes&& o) noexcept : p_(o.p_), n_(o.n_), mapped_(o.mapped_) { o.p_ = nullptr, o.n_ = 0, o.mapped_ = 0; }
   Bytes& operator=(Bytes&& o) noexcept {
     std::swap(p_, o.p_);
     std::swap(n_, o.n_);
+    std::swap(mapped_, o.mapped_);
     return *this;
   }
   ~Bytes();
@@ -44,8 +45,10 @@ class Bytes {
   size_t size() const { return n_; }
 
  private:
+  void release();
   int8_t* p_ = nullptr;
   size_t n_ = 0;
+  size_t mapped_ = 0;  // bytes of an anonymous mapping (large buffers), else 0 (malloc'd)
 };
 
 // An int8 matrix [N, K] with one float scale per row, copied out of the model file: packed for
@@ -140,6 +143,8 @@ void logits_to_frequencies(const int64_t* z, int V, const int64_t* out_exp, int 
 
 Kernels kernels_for(int level);
 int best_simd();
+// The highest level <= wanted whose kernels pass the known-answer checks here (selftest.cpp).
+int verified_simd(int wanted);
 const char* simd_name(int level);
 
 }  // namespace lmz

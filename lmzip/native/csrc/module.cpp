@@ -149,6 +149,7 @@ PYBIND11_MODULE(_native, m) {
   m.doc() = "lmzip's native exact runtime";
   m.def("best_simd", &best_simd, "Highest SIMD level this CPU can run (0 portable, 1 avx2, 2 avx512vnni)");
   m.def("simd_name", &simd_name);
+  m.def("verified_simd", &verified_simd, "The highest level <= wanted whose kernels pass the known-answer checks here");
   m.def("set_dense_level", &set_dense_level, "Cap the SIMD level of the predictor's and coder's loops");
   m.def("read_bandwidth", [](int64_t megabytes, int threads, int reps) {
     // Bytes per second read by `threads` threads summing a buffer much larger than the caches:
@@ -344,6 +345,7 @@ PYBIND11_MODULE(_native, m) {
         return d.code(r.data(), int(r.shape(0)));
       }, "The next symbol under row, or -1 when the data is not a valid stream")
       .def("canonical", [](const PyDecoder& d) { return py::bytes(words_to_bytes(d.shadow.finish_words())); })
+      .def("overread", [](const PyDecoder& d) { return d.dec.overread(); })
       .def_readonly("num_symbols", &PyDecoder::symbols)
       .def_property_readonly("num_escapes", [](const PyDecoder& d) { return d.coder.escapes; });
 

@@ -1,0 +1,115 @@
+// Known-answer checks of the SIMD kernels against the portable ones, once per process.
+//
+// Every SIMD level must return the portable kernels' bits. The tests cover that on the machines
+// CI runs on; this check covers machines nobody here ran (AVX-512 VNNI, for instance): before a
+// level is used, its kernels run on small random problems (edge values included, K beyond one
+// accumulation block) and any difference drops to the next lower level, with one line on stderr.
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "kernels.h"
+#include "model.h"
+
+namespace lmz {
+
+namespace {
+
+struct Rng {
+  uint64_t s;
+  uint32_t next() {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return uint32_t(s >> 33);
+  }
+  int32_t range(int32_t lo, int32_t hi) { return lo + int32_t(next() % uint32_t(hi - lo + 1)); }
+};
+
+bool same_matmul(const Kernels& k, Rng& r) {
+  for (const int M : {1, 2, 5, 7}) {
+    for (const int K : {64, 2112}) {  // 2112 > 2048: the int32 lanes' flush to int64
+      const int N = 24;
+      std::vector<int8_t> rows(size_t(N) * K);
+      for (auto& w : rows) w = int8_t(r.range(-128, 127));
+      std::vector<float> sc(static_cast<size_t>(N));
+      for (auto& s : sc) s = float(r.range(1, 1000)) / 997.0f;
+      Linear L;
+      L.set(rows.data(), sc.data(), N, K);
+      std::vector<int16_t> x(size_t(M) * K);
+      for (auto& v : x) v = int16_t(r.range(-32639, 32639));
+      if (M > 1) std::fill(x.begin(), x.begin() + K, int16_t(32639));  // the extreme row
+      std::vector<double> kf(static_cast<size_t>(M));
+      for (auto& f : kf) f = double(r.range(1, 1 << 20)) / 1048573.0;
+      std::vector<double> y0(size_t(M) * N), y1(y0.size());
+      std::vector<int64_t> i0(y0.size()), i1(y0.size());
+      MatmulArgs a{x.data(), size_t(K), M, L.q(), L.Kp, L.scale.data(), kf.data(), 0, N, y0.data(), i0.data(), size_t(N)};
+      matmul_portable(a);
+      a.y = y1.data();
+      a.yi = i1.data();
+      k.matmul(a);
+      if (std::memcmp(y0.data(), y1.data(), y0.size() * sizeof(double)) || i0 != i1) return false;
+    }
+  }
+  return true;
+}
+
+bool same_attention(const Kernels& k, Rng& r) {
+  const int hdp = 16, L = 45;
+  const int blocks = (L + KEY_BLOCK - 1) / KEY_BLOCK;
+  std::vector<int32_t> keys(size_t(blocks) * hdp * KEY_BLOCK), vals(size_t(L) * hdp);
+  for (auto& v : keys) v = r.range(-(1 << 20), 1 << 20);
+  for (auto& v : vals) v = r.range(-(1 << 20), 1 << 20);
+  for (const int G : {1, 3, 6, 12}) {
+    std::vector<double> q(size_t(G) * hdp);
+    for (auto& v : q) v = double(r.range(-(1 << 20), 1 << 20));
+    const size_t lds = size_t(blocks) * KEY_BLOCK;
+    std::vector<double> s0(size_t(G) * lds, 0.0), s1(s0);
+    scores_portable({q.data(), G, hdp, keys.data(), 0, L, s0.data(), lds});
+    k.scores({q.data(), G, hdp, keys.data(), 0, L, s1.data(), lds});
+    for (int g = 0; g < G; ++g)
+      if (std::memcmp(s0.data() + g * lds, s1.data() + g * lds, size_t(L) * sizeof(double))) return false;
+    // Weights: exp-like table, a row limit inside the range.
+    std::vector<double> table(300);
+    for (size_t i = 0; i < table.size(); ++i) table[i] = double((1 << 20) >> (i / 16));
+    table.back() = 0;
+    std::vector<double> w0(s0), w1(s0);
+    for (int g = 0; g < G; ++g) {
+      double top = s0[size_t(g) * lds];
+      for (int j = 1; j < L; ++j) top = std::max(top, s0[size_t(g) * lds + j]);
+      const int64_t lim = 1 + (g * 7) % L;
+      const WeightArgs wa0{w0.data() + g * lds, L, lim, top, 1.0 / (1 << 14), table.data(), int64_t(table.size()) - 1};
+      WeightArgs wa1 = wa0;
+      wa1.s = w1.data() + g * lds;
+      if (weights_portable(wa0) != k.weights(wa1)) return false;
+    }
+    if (w0 != w1) return false;
+    std::vector<double> n0(size_t(G) * hdp, 0.0), n1(n0);
+    mix_portable({w0.data(), lds, G, hdp, vals.data(), 0, L, n0.data()});
+    k.mix({w0.data(), lds, G, hdp, vals.data(), 0, L, n1.data()});
+    if (n0 != n1) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+int verified_simd(int wanted) {
+  static std::mutex mu;
+  static int checked[3] = {-1, -1, -1};  // per level: unknown, 0 failed, 1 passed
+  std::lock_guard<std::mutex> lock(mu);
+  int level = std::max(0, std::min(wanted, best_simd()));
+  for (; level > SIMD_PORTABLE; --level) {
+    if (checked[level] < 0) {
+      Rng r{0x6c6d7a6970ULL + uint64_t(level)};
+      const Kernels k = kernels_for(level);
+      checked[level] = same_matmul(k, r) && same_attention(k, r);
+      if (!checked[level])
+        std::fprintf(stderr, "lmzip: %s kernels disagree with the portable ones on this CPU; not using them\n",
+                     simd_name(level));
+    }
+    if (checked[level]) break;
+  }
+  return level;
+}
+
+}  // namespace lmz
