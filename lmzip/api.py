@@ -41,18 +41,20 @@ class Compressor:
     False forces the model everywhere (for measurements).
     ``adapt``: learn the file while coding it (True: default parameters; an ``AdaptParams``;
     False: the model alone). ``transforms``: code CRLF line ends as LF where reversible.
+    ``format_version``: the container layout (default: the newest; 1 or 2 reproduce older files).
     """
 
     def __init__(self, model: ModelSpec = None, *, device: str = "cpu", window: int | None = None,
                  overlap: int | None = None, segment_size: int = CodecParams.segment_bytes,
                  top_k: int = CodecParams.top_k, fallback: bool = True, adapt: bool | AdaptParams = True,
-                 transforms: bool = True) -> None:
+                 transforms: bool = True, format_version: int = container.FORMAT_VERSION) -> None:
         self.model = _load(model, device)
         window, overlap = CodecParams.schedule(self.model.model.cfg.max_context, window, overlap)
         if adapt is True:
             adapt = AdaptParams()
         self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, top_k=top_k,
-                                  fallback=fallback, adapt=adapt or None, transforms=transforms)
+                                  fallback=fallback, adapt=adapt or None, transforms=transforms,
+                                  format_version=format_version)
         try:
             self.params.validate(self.model.model.cfg.max_context)
         except ValueError as exc:
@@ -77,6 +79,8 @@ class Decompressor:
             return None
         if self._model is not None:
             return self._model
+        if header.model_ref:
+            return zoo.load(zoo.entry_for_ref(header.model_ref).id, device=self.device)
         if header.model_id.startswith("dir:"):
             raise ModelError(f"file was compressed with a model directory ({header.model_id[4:]}); name it with model=/--model")
         return zoo.load(header.model_id, device=self.device)

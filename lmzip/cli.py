@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import stat
-import struct
 import sys
 import tempfile
 import time
@@ -60,7 +59,7 @@ Exit codes:
 With several files lmzip goes on after an error and exits with the first
 non-zero code."""
 
-_METHOD_NAMES = {container.METHOD_LM: "LM", container.METHOD_ZSTD: "zstd", container.METHOD_STORED: "stored"}
+_METHOD_NAMES = container.METHOD_NAMES
 
 
 # --------------------------------------------------------------------------- errors
@@ -633,11 +632,21 @@ def _info_text(shown: str, header: container.Header, version: int, size: int, ve
         lines.append(f"  {key:<17}{value}")
 
     row("format", f".lmz version {version}")
-    model = header.model_id or "-"
-    if any(header.model_sha256):
-        model += f"  (sha256 {header.model_sha256.hex()[:16]}...)"
+    if header.model_ref:  # named by reference: the registry knows the rest
+        from . import zoo
+
+        try:
+            model = f"{zoo.entry_for_ref(header.model_ref).id}  (registered, sha256 {header.model_ref.hex()}...)"
+        except LmzipError:
+            model = f"a registered model unknown here (sha256 {header.model_ref.hex()}...)"
+        tokenizer = "the model's own"
+    else:
+        model = header.model_id or "-"
+        if any(header.model_sha256):
+            model += f"  (sha256 {header.model_sha256.hex()[:16]}...)"
+        tokenizer = header.tokenizer_id or "-"
     row("model", model)
-    row("tokenizer", header.tokenizer_id or "-")
+    row("tokenizer", tokenizer)
     row("coder", f"range coder, {header.total_bits}-bit frequencies, top-k {header.top_k}")
     if header.context_policy == container.POLICY_SLIDING:
         row("context", f"sliding windows of {header.window_tokens} tokens, overlap {header.overlap_tokens}")
@@ -660,10 +669,10 @@ def _info_text(shown: str, header: container.Header, version: int, size: int, ve
         counts[s.method] = counts.get(s.method, 0) + 1
     tokens = sum(s.token_count for s in segs)
     row("segments", f"{len(segs)}: {counts[container.METHOD_LM]} LM, {counts[container.METHOD_ZSTD]} zstd, "
-                    f"{counts[container.METHOD_STORED]} stored")
+                    f"{counts[container.METHOD_XZ]} xz, {counts[container.METHOD_STORED]} stored")
     row("tokens", str(tokens))
     if verbose:
-        row("sha256", header.original_sha256.hex())
+        row("sha256", header.original_sha256.hex() if header.original_sha256 else "- (segment CRC-32s only)")
         lines.append(f"  {'#':>5}  {'method':<6}  {'original':>10}  {'payload':>10}  {'tokens':>8}  {'bits/byte':>9}  crc32")
         for i, s in enumerate(segs):
             bpb = f"{8 * s.payload_length / s.original_length:.3f}" if s.original_length else "-"
@@ -683,16 +692,13 @@ def _run_info(ctx, inputs, *, verbosity) -> NoReturn:
         if src == STDIO:
             raw = _stdin().read()
             size = len(raw)
-            header = container.peek_header(raw)
-            pre = raw[: container.PREAMBLE_SIZE]
+            header, start = container.peek(raw)
         else:
             with open(src, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                header = container.peek_header(f)
-                f.seek(0)
-                pre = f.read(container.PREAMBLE_SIZE)
-        version, hlen = struct.unpack_from("<HI", pre, len(container.MAGIC))
-        expected = container.PREAMBLE_SIZE + hlen + header.payload_total
+                header, start = container.peek(f)
+        version = header.format_version
+        expected = start + header.payload_total
         if verbosity >= 1:
             if not first[0]:
                 click.echo()

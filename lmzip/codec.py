@@ -12,8 +12,9 @@ adaptive predictor (``adapt.py``), which learns the segment as it is coded; the 
 learns the same from the same tokens. Segments whose line ends are all CRLF are coded as
 LF (``transforms.py``) and restored on decoding.
 
-A segment falls back to zstd or stored bytes whenever that is smaller, so binary or
-incompressible input grows by no more than the container overhead.
+A segment falls back to stored bytes, zstd or xz whenever that is smaller, so binary or
+incompressible input grows by no more than the container overhead; segments that do not look
+like text (``sniff.py``) go to the fallback without running the model at all.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import container as C
-from . import transforms
+from . import sniff, transforms, zoo
 from .adapt import AdaptParams, AdaptivePredictor, token_classes
 from .coder import TokenDecoder, TokenEncoder
 from .draft import Drafter
@@ -57,6 +58,9 @@ class CodecParams:
     fallback: bool = True  # False: always use the model (for measurement and tests)
     adapt: AdaptParams | None = AdaptParams()  # None: the model alone
     transforms: bool = True  # allow reversible transforms (CRLF -> LF) where they apply
+    # The container layout written: 3 (compact, xz fallback), or 1/2 to reproduce older files
+    # byte for byte (those layouts also reproduce the older encoder's choices: no text sniffing).
+    format_version: int = C.FORMAT_VERSION
 
     @staticmethod
     def schedule(max_context: int, window: int | None = None, overlap: int | None = None) -> tuple[int, int]:
@@ -75,6 +79,8 @@ class CodecParams:
             raise ValueError("overlap must be smaller than the window")
         if self.segment_bytes < 0:
             raise ValueError("segment size must be positive (or 0 for automatic)")
+        if self.format_version not in C.READ_VERSIONS:
+            raise ValueError(f"format version must be one of {sorted(C.READ_VERSIONS)}")
 
     def segment_size(self, total: int) -> int:
         """Bytes per segment. Automatic: enough segments to decode ~16 streams as one batch
@@ -249,15 +255,47 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
     return enc.finish(), n
 
 
+MAX_BINARY_SEGMENT = 1 << 26  # binary runs are coded whole up to xz's largest dictionary (64 MB)
+
+
+def _pieces(data: bytes, p: CodecParams) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, try the model) for each segment to code. With the fallback on (format 3),
+    consecutive pieces that do not look like text (``sniff.py``) become one segment: xz and zstd
+    find matches across the whole run, as they would in the file alone, and the model never runs."""
+    sniffing = p.fallback and p.format_version >= 3
+    run: list[int] = []  # [offset, length] of the binary run being gathered
+    for off, length in split_segments(data, p.segment_size(len(data))):
+        if sniffing and not sniff.looks_like_text(memoryview(data)[off : off + length]):
+            if run and run[1] + length <= MAX_BINARY_SEGMENT:
+                run[1] += length
+                continue
+            if run:
+                yield run[0], run[1], False
+            run = [off, length]
+            continue
+        if run:
+            yield run[0], run[1], False
+            run = []
+        yield off, length, True
+    if run:
+        yield run[0], run[1], False
+
+
 def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, progress: Progress | None = None) -> bytes:
     """Compress bytes into a complete .lmz container."""
     p = params or CodecParams()
     p.validate(lm.model.cfg.max_context)
     data = bytes(data)
     segments, payloads = [], []
-    for off, length in split_segments(data, p.segment_size(len(data))):
+    for off, length, text in _pieces(data, p):
         chunk = data[off : off + length]
-        fb_seg, fb_payload = C.make_fallback_segment(chunk)
+        fb_seg, fb_payload = C.make_fallback_segment(chunk, p.format_version)
+        if not text:  # binary: the model would lose to the fallback, slowly
+            segments.append(fb_seg)
+            payloads.append(fb_payload)
+            if progress:
+                progress(length)
+            continue
         tf = transforms.choose(chunk, p.transforms)
         give_up = 8 * len(fb_payload) if p.fallback else float("inf")
         reported = 0
@@ -278,12 +316,21 @@ def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, pr
             payloads.append(fb_payload)
         if progress:
             progress(length - reported)
-    header = C.Header(
+    return C.write_container(make_header(lm, p, data, segments), payloads, p.format_version)
+
+
+def make_header(lm: LoadedModel, p: CodecParams, data: bytes, segments: list[C.Segment]) -> C.Header:
+    """The header of ``data`` coded as ``segments`` with ``lm`` and ``p`` (compression and
+    ``lmzip explain`` both write it here)."""
+    legacy = p.format_version < 3
+    return C.Header(
         original_size=len(data),
-        original_sha256=hashlib.sha256(data).digest(),
+        original_sha256=hashlib.sha256(data).digest() if legacy else b"",  # v3: the segments' CRC-32s
         segments=segments,
         model_id=lm.id,
         model_sha256=bytes.fromhex(lm.sha256),
+        # A registered model is named by a hash prefix; the reader's registry knows the rest.
+        model_ref=b"" if legacy or not zoo.is_registered(lm.id) else bytes.fromhex(lm.sha256)[: C.MODEL_REF_SIZE],
         tokenizer_id=lm.tokenizer.tokenizer_id,
         total_bits=p.total_bits,
         top_k=p.top_k,
@@ -292,7 +339,6 @@ def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, pr
         context_policy=C.POLICY_SLIDING if p.overlap else C.POLICY_INDEPENDENT,
         predictor=p.adapt.to_bytes() if p.adapt and any(s.method == C.METHOD_LM for s in segments) else b"",
     )
-    return C.write_container(header, payloads)
 
 
 # -- decoding ----------------------------------------------------------------------------
@@ -420,6 +466,13 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
 
 def check_model(header: C.Header, lm: LoadedModel) -> None:
     """Refuse to decode with a model (or tokenizer) other than the one the file was made with."""
+    if header.model_ref:  # a registered model, tokenizer included, named by its hash prefix
+        if not (zoo.is_registered(lm.id) and lm.sha256.startswith(header.model_ref.hex())):
+            raise ModelMismatchError(
+                f"file was compressed with the registered model whose sha256 starts {header.model_ref.hex()}, "
+                f"but {lm.id} has sha256 {lm.sha256[:16]}..."
+            )
+        return
     if header.model_sha256 != bytes.fromhex(lm.sha256):
         raise ModelMismatchError(
             f"file was compressed with model {header.model_id} (sha256 {header.model_sha256.hex()[:16]}...), "
@@ -510,4 +563,4 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
     return float(bits), len(ids)
 
 
-__all__ = ["CodecParams", "compress", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]
+__all__ = ["CodecParams", "compress", "make_header", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]

@@ -105,7 +105,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     from . import container as C
     from . import transforms
     from .adapt import COMPONENTS
-    from .codec import CodecParams, new_encoder, predicted_rows, split_segments, to_numpy, windows
+    from .codec import CodecParams, make_header, new_encoder, predicted_rows, split_segments, to_numpy, windows
     from .coder import ideal_bits, select_top_k
 
     t0 = time.monotonic()
@@ -159,22 +159,10 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     if not p.adapt:
         plain[:] = bits
     # -- what a real compression of this one segment writes ---------------------------------
-    header = C.Header(
-        original_size=len(original),
-        original_sha256=hashlib.sha256(original).digest(),
-        segments=[C.Segment(C.METHOD_LM, tf, len(original), len(payload), n, C.crc32(original))] if data else [],
-        model_id=lm.id,
-        model_sha256=bytes.fromhex(lm.sha256),
-        tokenizer_id=tok.tokenizer_id,
-        total_bits=p.total_bits,
-        top_k=p.top_k,
-        window_tokens=p.window,
-        overlap_tokens=p.overlap,
-        context_policy=C.POLICY_SLIDING if p.overlap else C.POLICY_INDEPENDENT,
-        predictor=p.adapt.to_bytes() if p.adapt and data else b"",
-    )
+    segments = [C.Segment(C.METHOD_LM, tf, len(original), len(payload), n, C.crc32(original))] if data else []
+    header = make_header(lm, p, original, segments)
     file_bytes = len(C.write_container(header, [payload] if data else []))
-    fb_method, fb_payload = C.choose_fallback(original)
+    fb_method, fb_payload = C.choose_fallback(original, p.format_version)
     auto = len(split_segments(original, CodecParams(window=p.window, overlap=p.overlap, adapt=p.adapt).segment_size(len(original))))
     offsets, escaped = _align(tok, data, ids)
     exp = Explanation(
@@ -182,7 +170,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         total_bits_precision=p.total_bits, top_k=p.top_k, ids=np.asarray(ids, dtype=np.int64), offsets=offsets,
         freq=freq, bits=bits, rank=rank, guess_ids=g_ids, guess_freq=g_freq, escaped=escaped, total=total,
         windows=sched, payload_bytes=len(payload), file_bytes=file_bytes,
-        fallback_method={C.METHOD_ZSTD: "zstd", C.METHOD_STORED: "stored"}.get(fb_method, str(fb_method)),
+        fallback_method=C.METHOD_NAMES.get(fb_method, str(fb_method)),
         fallback_bytes=len(fb_payload), auto_segments=max(1, auto), seconds=0.0,
         plain_bits=plain, helper=helper, adaptation=p.adapt.describe() if p.adapt else "off", transformed=bool(tf),
     )

@@ -78,6 +78,20 @@ def entry(model_id: str) -> ModelEntry:
     raise UnknownModelError(f"unknown model {model_id!r} (known: {known}; or give a model directory)")
 
 
+def is_registered(model_id: str) -> bool:
+    """Whether ``model_id`` names a registry model (not a model directory)."""
+    return any(m.id == model_id for m in registry())
+
+
+def entry_for_ref(ref: bytes) -> ModelEntry:
+    """The registry model whose sha256 starts with ``ref`` (a version-3 file's model reference)."""
+    hits = [m for m in registry() if m.sha256.startswith(bytes(ref).hex())]
+    if len(hits) != 1:
+        raise UnknownModelError(f"file needs the registered model whose sha256 starts {bytes(ref).hex()}, "
+                                f"{'not in' if not hits else 'ambiguous in'} this lmzip's registry")
+    return hits[0]
+
+
 def home() -> Path:
     """lmzip's data directory: $LMZIP_HOME, else the platform's user cache directory."""
     return cache_home()

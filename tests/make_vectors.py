@@ -37,17 +37,29 @@ TINY = {
     "tiny-adapt": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False, adapt=ONE_MIXER)),
     # predictor parameters version 2: the second, token-class mixer
     "tiny-adapt2": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
+    # format version 3: the compact header with the model named in full (a model directory) ...
+    "tiny-compact": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False,
+                                      format_version=3)),
+    # ... and the fallbacks: text where stored bytes or xz win, binary that the sniffer keeps from the model
+    "tiny-xz": (b"and text at the start.\n" * 8 + bytes(range(256)) * 3 + random.Random(9).randbytes(300),
+                dict(window=48, overlap=16, segment_size=300, top_k=16, format_version=3)),
 }
+# Vectors written before format version 3 carry no format_version: they are in the legacy layout
+# (version 1 or 2, whichever their features need), and so is what re-encodes them.
+LEGACY = 2
 TEACHER = {
     "teacher-small": dict(window=2048, overlap=512, segment_size=0, top_k=64, **PLAIN),
     "teacher-adapt": dict(window=2048, overlap=512, segment_size=0, top_k=64, adapt=ONE_MIXER),
     "teacher-adapt2": dict(window=2048, overlap=512, segment_size=0, top_k=64),
+    # format version 3 with lmzip's defaults: the teacher named by reference, settings by preset 1
+    "teacher-compact": dict(format_version=3),
 }
 
 
 def compressor(model, params: dict) -> lmzip.Compressor:
     """The Compressor a manifest entry describes (``adapt`` may be a dict of AdaptParams fields)."""
     params = {k: v for k, v in params.items() if k != "made_on"}
+    params.setdefault("format_version", LEGACY)
     if isinstance(params.get("adapt"), dict):
         params["adapt"] = AdaptParams(**params["adapt"])
     return lmzip.Compressor(model, **params)

@@ -143,7 +143,7 @@ def test_encoder_and_decoder_states_agree_after_every_token(tiny, monkeypatch):
     blob = lmzip.Compressor(tiny, **SMALL).compress(data)
     enc = [d for d in _Recording.log if d]  # the fallback check of each segment makes no predictor
     header, _ = container.read_container(blob)
-    assert header.version == 2 and header.predictor == AdaptParams().to_bytes()
+    assert header.version == container.FORMAT_VERSION and header.predictor == AdaptParams().to_bytes()
     assert sum(s.method == container.METHOD_LM for s in header.segments) == len(enc) >= 3
     for batch in (1, 2, 16):
         _Recording.log = []
@@ -181,8 +181,8 @@ def test_thread_count_does_not_change_the_file(tiny):
     assert out[0] == out[1]
 
 
-def test_adapt_off_writes_format_1(tiny):
-    blob = lmzip.Compressor(tiny, adapt=False, transforms=False, **SMALL).compress(b"plain text\r\n" * 5)
+def test_adapt_off_writes_format_1_on_request(tiny):
+    blob = lmzip.Compressor(tiny, adapt=False, transforms=False, format_version=2, **SMALL).compress(b"plain text\r\n" * 5)
     h = container.peek_header(blob)
     assert h.version == 1 and h.predictor == b"" and not any(s.transforms for s in h.segments)
 

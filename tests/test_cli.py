@@ -87,7 +87,7 @@ def test_compress_decompress_files_round_trip(tmp_path, model):
     assert r.stdout == "" and r.stderr == ""  # silent by default, like gzip
     for name, data in files.items():
         assert (tmp_path / name).read_bytes() == data  # inputs are kept by default
-        assert (tmp_path / f"{name}.lmz").read_bytes()[:6] == container.MAGIC
+        assert (tmp_path / f"{name}.lmz").read_bytes()[:5] == container.MAGIC_V3
         (tmp_path / name).rename(tmp_path / f"{name}.orig")
     r = run("decompress", "--model", model, *[f"{p}.lmz" for p in paths])
     assert r.exit_code == 0, r.output
@@ -102,7 +102,7 @@ def test_any_bytes_round_trip_through_stdin_and_stdout(model, data):
     r = run("--model", model, *SMALL, "-", input=data)  # bare form, '-' = stdin -> stdout
     assert r.exit_code == 0, r.output
     blob = r.stdout_bytes
-    assert blob[:6] == container.MAGIC
+    assert blob[:5] == container.MAGIC_V3
     r = run("-d", "--model", model, input=blob)  # no file: stdin -> stdout
     assert r.exit_code == 0, r.output
     assert r.stdout_bytes == data
@@ -451,7 +451,7 @@ def _lmzip(*args, input: bytes | None = None, cwd=None) -> subprocess.CompletedP
 def test_real_process_pipes_and_exit_codes(tmp_path, model):
     p = _lmzip("--model", model, *SMALL, input=TEXT, cwd=tmp_path)  # no file: stdin -> stdout
     assert p.returncode == 0, p.stderr
-    assert p.stdout[:6] == container.MAGIC and p.stderr == b""
+    assert p.stdout[:5] == container.MAGIC_V3 and p.stderr == b""
     q = _lmzip("-dc", "--model", model, "-", input=p.stdout, cwd=tmp_path)
     assert q.returncode == 0 and q.stdout == TEXT
     (tmp_path / "bad.lmz").write_bytes(p.stdout[:-1])
@@ -527,14 +527,14 @@ def test_human_units():
 def test_adaptation_switch(tmp_path, model, lm_bytes):
     src = tmp_path / "x.bin"
     src.write_bytes(lm_bytes)
-    for flags, version, adaptation in (([], 2, "bias+ngram2-6+match"), (["--no-adapt"], 1, "off (the model alone)"),
-                                       (["--no-adapt", "--no-transforms"], 1, "off (the model alone)")):
+    for flags, legacy, adaptation in (([], 2, "bias+ngram2-6+match"), (["--no-adapt"], 1, "off (the model alone)"),
+                                      (["--no-adapt", "--no-transforms"], 1, "off (the model alone)")):
         out = tmp_path / f"out{len(flags)}.lmz"
         r = run("compress", "--model", model, *SMALL, *flags, "-o", out, src)
         assert r.exit_code == 0, r.output
         header = container.peek_header(out.read_bytes())
         assert any(s.method == container.METHOD_LM for s in header.segments)
-        assert header.version == version
+        assert header.version == container.FORMAT_VERSION and header.legacy_version == legacy
         assert f"adaptation       {adaptation}" in run("info", out).stdout
         assert run("decompress", "--model", model, "-c", out).stdout_bytes == lm_bytes
     r = run("-d", "--no-adapt", tmp_path / "out0.lmz")

@@ -24,15 +24,11 @@ from lmzip.container import (
     METHOD_ZSTD,
     Header,
     Segment,
-    choose_fallback,
     decode_fallback_segment,
     iter_payloads_from,
-    make_fallback_segment,
     peek_header,
     read_container,
     verify_original,
-    write_container,
-    write_container_to,
     zstd_decode,
     zstd_decode_iter,
     zstd_encode,
@@ -45,6 +41,26 @@ from lmzip.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
+
+# This file pins the fixed-width layout of versions 1 and 2 (still read, and written on request);
+# tests/test_container_v3.py covers the compact version 3 that lmzip writes.
+
+
+def write_container(h, payloads):
+    return C.write_container(h, payloads, h.legacy_version)
+
+
+def write_container_to(f, h, payloads):
+    return C.write_container_to(f, h, payloads, h.legacy_version)
+
+
+def make_fallback_segment(data):
+    return C.make_fallback_segment(data, 2)
+
+
+def choose_fallback(data):
+    return C.choose_fallback(data, 2)
+
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 U64 = 2**64 - 1
@@ -440,12 +456,12 @@ def test_absurd_lengths_fail_fast():
     with pytest.raises(TruncatedError):
         list(iter_payloads_from(f, h))
     # Header length beyond the cap is rejected before reading the header.
-    huge = MAGIC + struct.pack("<HII", FORMAT_VERSION, 0xFFFFFFFF, 0)
+    huge = MAGIC + struct.pack("<HII", 2, 0xFFFFFFFF, 0)
     with pytest.raises(FormatError, match="exceeds"):
         read_container(huge)
     with pytest.raises(FormatError, match="exceeds"):
         peek_header(_NoBigReads(huge))
-    cap = MAGIC + struct.pack("<HII", FORMAT_VERSION, C.MAX_HEADER_LENGTH + 1, 0)
+    cap = MAGIC + struct.pack("<HII", 2, C.MAX_HEADER_LENGTH + 1, 0)
     with pytest.raises(FormatError, match="exceeds"):
         read_container(cap + bytes(C.MAX_HEADER_LENGTH + 1))
 

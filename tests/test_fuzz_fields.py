@@ -28,12 +28,14 @@ TIME_LIMIT = 20.0  # seconds for one damaged file (the honest one decodes in wel
 
 @pytest.fixture(scope="module")
 def blobs(tiny):
-    """An adaptive and a plain file of the same data, with their parsed headers."""
+    """An adaptive and a plain file of the same data, in the compact and the legacy layout, with
+    their parsed headers and the layout to write them back in."""
     out = []
-    for adapt in (True, False):
-        blob = lmzip.Compressor(tiny, adapt=adapt, **OPTS).compress(DATA)
-        header, payloads = container.read_container(blob)
-        out.append((header, [bytes(p) for p in payloads]))
+    for version in (container.FORMAT_VERSION, 2):
+        for adapt in (True, False):
+            blob = lmzip.Compressor(tiny, adapt=adapt, format_version=version, **OPTS).compress(DATA)
+            header, payloads = container.read_container(blob)
+            out.append((header, [bytes(p) for p in payloads], version))
     return out
 
 
@@ -93,14 +95,14 @@ def _apply(header: container.Header, payloads: list[bytes], edits) -> tuple[cont
     return dataclasses.replace(header, segments=segs, **fields), pays
 
 
-@settings(max_examples=150)
-@given(which=st.integers(0, 1), data=st.data())
+@settings(max_examples=200)
+@given(which=st.integers(0, 3), data=st.data())
 def test_damaged_fields_are_refused_or_decode_right(tiny, blobs, which, data):
-    header, payloads = blobs[which]
+    header, payloads, version = blobs[which]
     edits = data.draw(mutations(len(header.segments)))
     h2, p2 = _apply(header, payloads, edits)
     try:
-        blob = container.write_container(h2, p2)
+        blob = container.write_container(h2, p2, version)
     except (ValueError, LmzipError):
         return  # the writer refuses values its fields cannot hold: nothing to read
     t0 = time.monotonic()
@@ -115,7 +117,7 @@ def test_damaged_fields_are_refused_or_decode_right(tiny, blobs, which, data):
 
 def test_token_count_beyond_what_the_bytes_allow_is_refused_at_once(tiny, blobs):
     """The attack of a huge claimed token count: refused before decoding, not after a day."""
-    header, payloads = blobs[0]
+    header, payloads, _ = blobs[0]
     k = next(i for i, s in enumerate(header.segments) if s.method == container.METHOD_LM)
     segs = list(header.segments)
     segs[k] = dataclasses.replace(segs[k], token_count=3_000_000)
@@ -127,7 +129,7 @@ def test_token_count_beyond_what_the_bytes_allow_is_refused_at_once(tiny, blobs)
 
 
 def test_coder_parameters_the_model_cannot_honour_are_format_errors(tiny, blobs):
-    header, payloads = blobs[1]
+    header, payloads, _ = blobs[1]
     for fields, message in ((dict(total_bits=16), "total_bits"), (dict(window_tokens=10**6, overlap_tokens=16), "window")):
         blob = container.write_container(dataclasses.replace(header, **fields), payloads)
         with pytest.raises(lmzip.FormatError, match=message):

@@ -197,13 +197,17 @@ def test_committed_tiny_model_vectors_decode(runtime):
 
 @pytest.mark.teacher
 def test_committed_teacher_vectors_decode(teacher):
-    """Made by the teacher: without adaptation (format 1) and with it (format 2), both still decode."""
-    names = [n for n in json.loads((VECTORS / "manifest.json").read_text()) if n.startswith("teacher-")]
-    assert {"teacher-small", "teacher-adapt", "teacher-adapt2"} <= set(names)
+    """Made by the teacher: without adaptation (format 1), with it (format 2), and in the compact
+    layout that names the teacher by reference (format 3): all still decode and re-encode."""
+    manifest = json.loads((VECTORS / "manifest.json").read_text())
+    names = [n for n in manifest if n.startswith("teacher-")]
+    assert {"teacher-small", "teacher-adapt", "teacher-adapt2", "teacher-compact"} <= set(names)
+    original = (VECTORS / "teacher-small.orig").read_bytes()
     for name in names:
         blob = (VECTORS / f"{name}.lmz").read_bytes()
-        assert container.peek_header(blob).version == (1 if name == "teacher-small" else 2)
-        assert lmzip.decompress(blob, teacher) == (VECTORS / "teacher-small.orig").read_bytes(), name
+        assert container.peek_header(blob).version == {"teacher-small": 1, "teacher-compact": 3}.get(name, 2)
+        assert lmzip.decompress(blob) == original, name  # the model is found from the header
+        assert make_vectors.compressor(teacher, manifest[name]).compress(original) == blob, name
 
 
 @pytest.mark.teacher
