@@ -22,11 +22,11 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-_API = ("Compressor", "Decompressor", "LmzFile", "compress", "decompress", "open")
+_API = ("Compressor", "Decompressor", "LmzCompressor", "LmzDecompressor", "LmzFile", "compress", "decompress", "open")
 
 
 def __getattr__(name: str):
-    # The API pulls in torch (~2 s); load it on first use so `lmzip --version`/`info` stay instant.
+    # The API loads the codec and numpy; load it on first use so `lmzip --version`/`info` stay instant.
     if name in _API:
         from . import api
 
@@ -39,6 +39,8 @@ __all__ = [
     "Compressor",
     "Decompressor",
     "FormatError",
+    "LmzCompressor",
+    "LmzDecompressor",
     "LmzFile",
     "LmzipError",
     "ModelError",

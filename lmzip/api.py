@@ -16,7 +16,7 @@ import io
 import os
 from typing import BinaryIO
 
-from . import codec, container, zoo
+from . import codec, container, streaming, zoo
 from .adapt import AdaptParams
 from .codec import CodecParams, Progress
 from .errors import FormatError, ModelError, UsageError
@@ -102,11 +102,93 @@ def decompress(data: bytes | bytearray | memoryview, model: ModelSpec = None, *,
     return Decompressor(model, device=device).decompress(data)
 
 
+class LmzCompressor:
+    """Incremental compression, in the habit of ``lzma.LZMACompressor``: ``compress(data)``
+    any number of times, then ``flush()``. A .lmz file begins with its segment table, so
+    ``compress`` returns ``b""`` and ``flush`` the whole file; meanwhile each segment is coded
+    as soon as its bytes are in and its payload spooled (memory stays bounded by a segment)."""
+
+    def __init__(self, model: "ModelSpec | Compressor" = None, *, total: int | None = None,
+                 progress: Progress | None = None, **options) -> None:
+        """``model`` and ``options`` as for ``Compressor`` (or a ``Compressor`` to share);
+        ``total``: the input's size if known (then the segments are exactly ``compress``'s)."""
+        c = model if isinstance(model, Compressor) else Compressor(model, **options)
+        self._stream = streaming.StreamCompressor(c.model, c.params, total, progress)
+
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
+        self._stream.write(data)
+        return b""
+
+    def flush(self) -> bytes:
+        out = io.BytesIO()
+        self._stream.finish(out)
+        return out.getvalue()
+
+
+class LmzDecompressor:
+    """Incremental decompression, in the habit of ``lzma.LZMADecompressor``: feed compressed
+    bytes to ``decompress`` and get back the original bytes of every segment completed so far
+    (model-coded segments as soon as a batch of them, or the last one, is in). ``eof`` is True
+    after the last segment; bytes after the file's end are in ``unused_data``."""
+
+    def __init__(self, model: ModelSpec = None, *, device: str = "cpu", batch: int = 16) -> None:
+        self._dec = Decompressor(model, device=device, batch=batch)
+        self._buf = bytearray()
+        self._header: container.Header | None = None
+        self._payloads: list[bytes] = []
+        self.eof = False
+        self.unused_data = b""
+
+    @property
+    def needs_input(self) -> bool:
+        return not self.eof
+
+    def decompress(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self.eof:
+            raise EOFError("already at the end of the .lmz data")
+        self._buf += data
+        if self._header is None:
+            try:
+                self._header, start = container.parse_header(bytes(self._buf))
+            except container.TruncatedError:
+                return b""  # the header is not all here yet
+            del self._buf[:start]
+        out = []
+        segs = self._header.segments
+        while len(self._payloads) < len(segs) and len(self._buf) >= segs[len(self._payloads)].payload_length:
+            n = segs[len(self._payloads)].payload_length
+            self._payloads.append(bytes(self._buf[:n]))
+            del self._buf[:n]
+        done = len(self._payloads) == len(segs)
+        models = [i for i in range(self._given, len(self._payloads)) if segs[i].method == container.METHOD_LM]
+        if done or len(models) >= self._dec.batch or not models:
+            upto = len(self._payloads)
+            if upto > self._given:
+                header = self._header
+                items = [(i, segs[i], self._payloads[i]) for i in range(self._given, upto)]
+                lm = self._dec.model_for(header)
+                adapt = codec.check_decodable(header, lm)
+                decoded = codec.decode_group(header, items, lm, adapt, self._dec.batch)
+                out = [decoded[i] for i in range(self._given, upto)]
+                for i in range(self._given, upto):
+                    self._payloads[i] = b""  # decoded: let it go
+                self._given = upto
+        if done and self._given == len(segs):
+            self.eof = True
+            self.unused_data = bytes(self._buf)
+            self._buf = bytearray()
+        return b"".join(out)
+
+    _given = 0
+
+
 class LmzFile(io.BufferedIOBase):
     """A file object over a .lmz file, like ``lzma.LZMAFile``.
 
-    Reading decompresses the whole file on first access (segments decode as a batch);
-    writing buffers the data and writes the .lmz on ``close()``.
+    Reading a seekable file decodes only the segments that cover what is read (``seek`` is
+    free; sequential reads decode the model's segments a batch at a time); a pipe is decoded
+    front to back. Writing codes each segment as its bytes arrive and writes the file on
+    ``close()`` (the segment table comes first); memory stays bounded by a segment.
     """
 
     def __init__(self, filename: str | bytes | os.PathLike | BinaryIO, mode: str = "rb", *, model: ModelSpec = None,
@@ -129,8 +211,13 @@ class LmzFile(io.BufferedIOBase):
         else:
             raise TypeError("filename must be a path or a binary file object")
         self._model, self._device, self._options = model, device, options
-        self._buffer: io.BytesIO | None = io.BytesIO() if self._mode == "w" else None
-        self._reader: io.BytesIO | None = None
+        self._writer: LmzCompressor | None = None
+        self._reader: streaming.SegmentReader | None = None
+        self._stream = None  # (generator of segments, buffer) for a file that cannot seek
+        self._pos = 0
+        self._batch = options.pop("batch", 16) if self._mode == "r" else 16
+        if self._mode == "w":
+            self._writer = LmzCompressor(model, device=device, **options)
 
     def _check(self, want: str) -> None:
         if self.closed:
@@ -138,11 +225,45 @@ class LmzFile(io.BufferedIOBase):
         if self._mode != want:
             raise io.UnsupportedOperation("file not open for " + ("reading" if want == "r" else "writing"))
 
-    def _load_reader(self) -> io.BytesIO:
-        if self._reader is None:
-            data = Decompressor(self._model, device=self._device).decompress(self._fp.read())
-            self._reader = io.BytesIO(data)
-        return self._reader
+    def _seekable_fp(self) -> bool:
+        try:
+            return bool(self._fp.seekable())
+        except (AttributeError, ValueError, OSError):
+            return False
+
+    def _open_reader(self) -> None:
+        if self._reader is not None or self._stream is not None:
+            return
+        dec = Decompressor(self._model, device=self._device, batch=self._batch)
+        if self._seekable_fp():
+            self._reader = streaming.SegmentReader(self._fp, dec.model_for, self._batch)
+        else:
+            header = container.peek_header(self._fp)
+            segments = streaming.iter_decode(header, container.iter_payloads_from(self._fp, header),
+                                             dec.model_for(header), self._batch)
+            self._stream = [segments, b"", 0]  # generator, bytes decoded but not read, their offset
+
+    def _read_stream(self, size: int, keep: bool = False) -> bytes:
+        """Read from a pipe's decoded segments; what lies behind the new position is dropped
+        unless ``keep`` (``peek`` goes back to where it started)."""
+        gen, buf, base = self._stream  # type: ignore[misc]
+        want = None if size < 0 else self._pos + size
+        while want is None or base + len(buf) < want:
+            nxt = next(gen, None)
+            if nxt is None:
+                break
+            if base + len(buf) <= self._pos:  # everything buffered is behind the position
+                base, buf = base + len(buf), nxt
+            else:
+                buf += nxt
+        start = max(0, self._pos - base)
+        out = buf[start:] if want is None else buf[start : max(start, want - base)]
+        self._pos += len(out)
+        if not keep:
+            cut = min(len(buf), self._pos - base)
+            buf, base = buf[cut:], base + cut
+        self._stream = [gen, buf, base]
+        return out
 
     def readable(self) -> bool:
         return self._mode == "r" and not self.closed
@@ -151,46 +272,77 @@ class LmzFile(io.BufferedIOBase):
         return self._mode == "w" and not self.closed
 
     def seekable(self) -> bool:
-        return self.readable()
+        return self.readable() and self._seekable_fp()
 
-    def read(self, size: int | None = -1) -> bytes:
+    def read(self, size: int | None = -1, _keep: bool = False) -> bytes:
         self._check("r")
-        return self._load_reader().read(size)
+        self._open_reader()
+        size = -1 if size is None else size
+        if self._reader is None:
+            return self._read_stream(size, _keep)
+        end = self._reader.size if size < 0 else self._pos + size
+        out = self._reader.read(self._pos, end)
+        self._pos += len(out)
+        return out
 
     def read1(self, size: int = -1) -> bytes:
         return self.read(size)
 
     def readinto(self, b) -> int:
-        self._check("r")
-        return self._load_reader().readinto(b)
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
-    def readline(self, size: int | None = -1) -> bytes:
-        self._check("r")
-        return self._load_reader().readline(size)
+    def peek(self, size: int = 8192) -> bytes:
+        """Bytes from the position without moving it (``readline`` looks ahead with it)."""
+        pos = self._pos
+        data = self.read(max(1, size), _keep=True)
+        self._pos = pos
+        return data
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check("r")
-        return self._load_reader().seek(offset, whence)
+        self._open_reader()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            if self._reader is None:
+                raise io.UnsupportedOperation("cannot seek from the end of a .lmz stream that cannot seek")
+            target = self._reader.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        if self._reader is None and target < self._stream[2]:  # type: ignore[index]
+            raise io.UnsupportedOperation("cannot seek backwards in a .lmz stream that cannot seek")
+        self._pos = target
+        return target
 
     def tell(self) -> int:
         if self._mode == "r":
-            return self._load_reader().tell()
+            self._check("r")
+            return self._pos
         self._check("w")
-        assert self._buffer is not None
-        return self._buffer.tell()
+        return self._written
+
+    _written = 0
 
     def write(self, data) -> int:
         self._check("w")
-        assert self._buffer is not None
-        return self._buffer.write(data)
+        assert self._writer is not None
+        n = memoryview(data).nbytes
+        self._writer.compress(data)
+        self._written += n
+        return n
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            if self._mode == "w" and self._buffer is not None:
-                blob = Compressor(self._model, device=self._device, **self._options).compress(self._buffer.getvalue())
-                self._fp.write(blob)
+            if self._mode == "w" and self._writer is not None:
+                self._writer._stream.finish(self._fp)  # the container, written straight to the file
                 self._fp.flush()
         finally:
             try:
@@ -213,4 +365,5 @@ def open(filename, mode: str = "rb", *, model: ModelSpec = None, device: str = "
     return LmzFile(filename, mode, model=model, device=device, **options)
 
 
-__all__ = ["Compressor", "Decompressor", "LmzFile", "compress", "decompress", "open", "FormatError"]
+__all__ = ["Compressor", "Decompressor", "LmzCompressor", "LmzDecompressor", "LmzFile", "compress", "decompress",
+           "open", "FormatError"]

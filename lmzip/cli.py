@@ -17,6 +17,7 @@ Heavy modules (torch, through the codec) are imported only when a command needs 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import signal
@@ -210,6 +211,25 @@ class _Size(click.ParamType):
         return int(float(m.group(1)) * self._MULT[m.group(2).lower()])
 
 
+class _Span(click.ParamType):
+    """``START:END`` in original bytes, END exclusive; either side may be empty (``:4K``, ``1M:``)."""
+
+    name = "START:END"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        a, sep, b = str(value).partition(":")
+        if not sep:
+            self.fail(f"{value!r} is not START:END (e.g. 0:4096, 1M:, :64K)", param, ctx)
+        size = _Size()
+        start = size.convert(a, param, ctx) if a.strip() else 0
+        end = size.convert(b, param, ctx) if b.strip() else None
+        if end is not None and end < start:
+            self.fail(f"the range {value!r} ends before it starts", param, ctx)
+        return start, end
+
+
 def _verbosity(ctx: click.Context, verbose: int, quiet: int) -> int:
     """0 quiet, 1 normal, 2+ verbose: group-level -v/-q plus the command's own."""
     base = (ctx.obj or {}).get("verbosity", 0)
@@ -307,22 +327,80 @@ def _isatty(stream) -> bool:
         return False
 
 
-def _read_input(name: str, *, compressed: bool, force: bool = False) -> tuple[bytes, os.stat_result | None]:
-    """The whole input and its stat (None for stdin). A compressed input is checked for the
-    .lmz magic and header before it is read whole, so a wrong file fails at once."""
-    if name == STDIO:
-        stream = _stdin()
-        if compressed and not force and _isatty(stream):
-            raise UsageError("compressed data not read from a terminal (use -f to force)")
-        return stream.read(), None
-    with open(name, "rb") as f:
-        st = os.fstat(f.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        if compressed and stat.S_ISREG(st.st_mode):
-            container.peek_header(f)
-            f.seek(0)
-        return f.read(), st
+class _Input:
+    """One input opened for streaming: ``file`` and its stat (None for stdin). A compressed input
+    is checked for the .lmz magic and header first, so a wrong file fails at once."""
+
+    def __init__(self, name: str, *, compressed: bool, force: bool = False) -> None:
+        self.name, self.compressed, self.force = name, compressed, force
+        self.file: Any = None
+        self.st: os.stat_result | None = None
+
+    def __enter__(self) -> "_Input":
+        if self.name == STDIO:
+            self.file = _stdin()
+            if self.compressed and not self.force and _isatty(self.file):
+                raise UsageError("compressed data not read from a terminal (use -f to force)")
+            return self
+        f = open(self.name, "rb")
+        try:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.name)
+            if self.compressed and stat.S_ISREG(st.st_mode):
+                container.peek_header(f)
+                f.seek(0)
+        except BaseException:
+            f.close()
+            raise
+        self.file, self.st = f, st
+        return self
+
+    @property
+    def size(self) -> int | None:
+        """Bytes to read, when known (a regular file)."""
+        return self.st.st_size if self.st is not None and stat.S_ISREG(self.st.st_mode) else None
+
+    def __exit__(self, *exc) -> None:
+        if self.name != STDIO and self.file is not None:
+            self.file.close()
+
+
+_CHUNK = 1 << 20
+#: Decoded bytes held back from standard output until the end: smaller outputs appear only when
+#: complete (a damaged file writes nothing); larger ones stream, so memory stays bounded.
+STDOUT_HOLD = 64 << 20
+
+
+class _StdoutSink:
+    def __init__(self) -> None:
+        self.held: bytearray | None = bytearray()
+
+    def write(self, data) -> None:
+        if self.held is not None:
+            self.held += data
+            if len(self.held) <= STDOUT_HOLD:
+                return
+            data, self.held = bytes(self.held), None
+        self._emit(data)
+
+    def _emit(self, data) -> None:
+        out = _stdout()
+        try:
+            out.write(data)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise
+
+    def commit(self) -> None:
+        if self.held is not None:
+            self._emit(bytes(self.held))
+            self.held = None
+        try:
+            _stdout().flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            raise
 
 
 def _umask() -> int:
@@ -339,43 +417,41 @@ class _Output:
     def __init__(self, dest: str | None, force: bool, like: os.stat_result | None):
         self.dest, self.force, self.like = dest, force, like
         self.tmp: str | None = None
-        self._file = None
-        self._data: bytes | None = None
+        self.file: Any = None
 
     def __enter__(self) -> "_Output":
-        if self.dest is not None:  # created before the long work: an unwritable directory fails fast
-            directory = os.path.dirname(os.path.abspath(self.dest))
-            try:
-                fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.dest)}.", suffix=".tmp", dir=directory)
-            except OSError as exc:  # name the output, not the temporary file
-                raise type(exc)(exc.errno, exc.strerror, self.dest) from None
-            self._file = os.fdopen(fd, "wb")
+        if self.dest is None:
+            self.file = _StdoutSink()
+            return self
+        # Created before the long work: an unwritable directory fails fast.
+        directory = os.path.dirname(os.path.abspath(self.dest))
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.dest)}.", suffix=".tmp", dir=directory)
+        except OSError as exc:  # name the output, not the temporary file
+            raise type(exc)(exc.errno, exc.strerror, self.dest) from None
+        self.file = os.fdopen(fd, "wb")
         return self
 
-    def write(self, data: bytes) -> None:
-        if self._file is None:
-            self._data = data  # stdout: written at commit, so a failure writes nothing
-            return
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+    def write(self, data) -> None:
+        self.file.write(data)
 
-    def read_back(self) -> bytes:
+    def _close_file(self) -> None:
+        if self.tmp is not None and not self.file.closed:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+
+    def read_back(self):
+        """The finished temporary file, opened for reading (to verify it)."""
+        self._close_file()
         assert self.tmp is not None
-        with open(self.tmp, "rb") as f:
-            return f.read()
+        return open(self.tmp, "rb")
 
     def commit(self) -> None:
         if self.dest is None:
-            out = _stdout()
-            try:
-                out.write(self._data or b"")
-                out.flush()
-            except BrokenPipeError:
-                _silence_stdout()
-                raise
+            self.file.commit()
             return
+        self._close_file()
         assert self.tmp is not None
         self._copy_metadata(self.tmp)
         try:
@@ -404,9 +480,9 @@ class _Output:
             pass
 
     def __exit__(self, *exc) -> None:
-        if self._file is not None and not self._file.closed:
+        if self.tmp is not None and not self.file.closed:
             try:
-                self._file.close()
+                self.file.close()
             except OSError:
                 pass
         if self.tmp is not None:
@@ -525,37 +601,79 @@ def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, c
             dest = src + SUFFIX
         if dest is not None:
             _check_dest(src, dest, force)
-        data, st = _read_input(src, compressed=False)
-        with _Output(dest, force, st) as out:
+        with _Input(src, compressed=False) as inp, _Output(dest, force, inp.st) as out:
             compressor = coders.compressor()
             t0 = time.monotonic()
-            with Progress(len(data), shown, enabled=progress_on) as progress:
-                blob = compressor.compress(data, progress=progress)
+            digest = hashlib.sha256()
+            nbytes = 0
+            with Progress(inp.size, shown, enabled=progress_on) as progress:
+                from .streaming import StreamCompressor
+
+                sc = StreamCompressor(compressor.model, compressor.params, inp.size, progress)
+                while chunk := inp.file.read(_CHUNK):  # one segment in memory at a time
+                    digest.update(chunk)
+                    nbytes += len(chunk)
+                    sc.write(chunk)
+                size = sc.finish(out.file)
             seconds = time.monotonic() - t0
-            out.write(blob)
             if remove and dest is not None and src != STDIO:
-                with Progress(len(data), f"{shown} (verifying)", enabled=progress_on) as progress:
-                    back = coders.decompressor().decompress(out.read_back(), progress=progress)
-                if back != data:
+                with out.read_back() as f, Progress(nbytes, f"{shown} (verifying)", enabled=progress_on) as progress:
+                    back = hashlib.sha256()
+                    _decode_stream(coders, f, back.update, progress)
+                if back.digest() != digest.digest():
                     raise LmzipError(f"verification failed: {dest} does not decompress to the input; input kept")
             out.commit()
         if remove and dest is not None and src != STDIO:
             os.unlink(src)
         if verbosity >= 2:
             where = "(stdout)" if dest is None else dest
-            _say_error(shown, f"{_ratio_text(len(data), len(blob))}, {_speed_text(len(data), seconds)} -> {where}")
+            _say_error(shown, f"{_ratio_text(nbytes, size)}, {_speed_text(nbytes, seconds)} -> {where}")
 
     _for_each(ctx, names, one)
 
 
-def _decode(coders: _Coders, blob: bytes, label: str, progress_on: bool | None) -> bytes:
-    header = container.peek_header(blob)
-    with Progress(header.original_size, label, enabled=progress_on) as progress:
-        return coders.decompressor().decompress(blob, progress=progress)
+def _decode_stream(coders: _Coders, f, write: Callable[[bytes], Any], progress=None,
+                   span: tuple[int, int | None] | None = None) -> tuple[int, int]:
+    """Decode the .lmz file ``f`` segment by segment into ``write``; return (compressed bytes, bytes
+    written). ``span`` (start, end or None): only those original bytes, decoding only the segments
+    that cover them (the file must be seekable)."""
+    from .streaming import SegmentReader, iter_decode
+
+    dec = coders.decompressor()
+    if span is not None:
+        reader = SegmentReader(f, dec.model_for, dec.batch)
+        start, end = span
+        end = reader.size if end is None else min(end, reader.size)
+        done = 0
+        for i0 in range(start, max(start, end), _CHUNK * 16):
+            piece = reader.read(i0, min(end, i0 + _CHUNK * 16))
+            write(piece)
+            done += len(piece)
+        return f.seek(0, 2), done
+    header, start_at = container.peek(f)
+    done = 0
+    for data in iter_decode(header, container.iter_payloads_from(f, header), dec.model_for(header), dec.batch, progress):
+        write(data)
+        done += len(data)
+    return start_at + header.payload_total, done
 
 
-def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders) -> NoReturn:
+def _progress_total(inp: "_Input") -> int | None:
+    if inp.size is None:
+        return None
+    header = container.peek_header(inp.file)
+    inp.file.seek(0)
+    return header.original_size
+
+
+def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders,
+                    span: tuple[int, int | None] | None = None) -> NoReturn:
     names, stdout, output = _plan(inputs, output, to_stdout, remove, force, False, verbosity)
+    if span is not None:
+        if not stdout and output is None:
+            raise UsageError("--range writes part of a file: give -c or -o FILE")
+        if remove:
+            raise UsageError("--rm with --range would delete the input after decoding part of it")
     progress_on = None if verbosity >= 1 else False
 
     def one(src: str) -> None:
@@ -571,18 +689,19 @@ def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity,
             dest = src[: -len(SUFFIX)]
         if dest is not None:
             _check_dest(src, dest, force)
-        blob, st = _read_input(src, compressed=True, force=force)
-        with _Output(dest, force, st) as out:
+        with _Input(src, compressed=True, force=force) as inp, _Output(dest, force, inp.st) as out:
             t0 = time.monotonic()
-            data = _decode(coders, blob, shown, progress_on)  # checksums inside verify it
+            if span is not None and (inp.size is None):
+                raise UsageError("--range needs a .lmz file it can seek in, not a pipe")
+            with Progress(_progress_total(inp) if span is None else None, shown, enabled=progress_on) as progress:
+                read, written = _decode_stream(coders, inp.file, out.write, progress, span)  # checksums inside
             seconds = time.monotonic() - t0
-            out.write(data)
             out.commit()
         if remove and dest is not None and src != STDIO:
             os.unlink(src)
         if verbosity >= 2:
             where = "(stdout)" if dest is None else dest
-            _say_error(shown, f"{_expand_text(len(blob), len(data))}, {_speed_text(len(data), seconds)} -> {where}")
+            _say_error(shown, f"{_expand_text(read, written)}, {_speed_text(written, seconds)} -> {where}")
 
     _for_each(ctx, names, one)
 
@@ -595,12 +714,13 @@ def _run_test(ctx, inputs, *, verbosity, coders: _Coders, force: bool = False) -
 
     def one(src: str) -> None:
         shown = _display(src)
-        blob, _ = _read_input(src, compressed=True, force=force)
-        t0 = time.monotonic()
-        data = _decode(coders, blob, shown, progress_on)
-        seconds = time.monotonic() - t0
+        with _Input(src, compressed=True, force=force) as inp:
+            t0 = time.monotonic()
+            with Progress(_progress_total(inp), shown, enabled=progress_on) as progress:
+                read, written = _decode_stream(coders, inp.file, lambda data: None, progress)
+            seconds = time.monotonic() - t0
         if verbosity >= 2:
-            click.echo(f"{shown}: OK ({_expand_text(len(blob), len(data))}, {_speed_text(len(data), seconds)})")
+            click.echo(f"{shown}: OK ({_expand_text(read, written)}, {_speed_text(written, seconds)})")
         elif verbosity >= 1:
             click.echo(f"{shown}: OK")
 
@@ -789,12 +909,15 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
 @click.option("--model", metavar="ID|DIR", help="Model to decode with. [default: the one named in each file]")
 @_model_opts
 @_batch_opt
+@click.option("--range", "span", type=_Span(), metavar="START:END",
+              help="Only original bytes START..END-1 (either may be left out; K/M/G suffixes), decoding only "
+                   "the segments that cover them. Needs -c or -o.")
 @click.pass_context
-def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch):
+def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch, span):
     """Restore FILE from each FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
     _run_decompress(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force,
-                    verbosity=verbosity, coders=_Coders(model, device, batch))
+                    verbosity=verbosity, coders=_Coders(model, device, batch), span=span)
 
 
 @main.command()

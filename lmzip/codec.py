@@ -19,14 +19,13 @@ like text (``sniff.py``) go to the fallback without running the model at all.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
 from . import container as C
-from . import sniff, transforms, zoo
+from . import transforms, zoo
 from .adapt import AdaptParams, AdaptivePredictor, token_classes
 from .coder import TokenDecoder, TokenEncoder
 from .draft import Drafter
@@ -255,77 +254,58 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
     return enc.finish(), n
 
 
-MAX_BINARY_SEGMENT = 1 << 26  # binary runs are coded whole up to xz's largest dictionary (64 MB)
+def encode_piece(lm: LoadedModel, chunk: bytes, text: bool, p: CodecParams,
+                 progress: Progress | None = None) -> tuple[C.Segment, bytes]:
+    """Code one segment's bytes: with the model if ``text`` (``sniff.py``) and it beats the
+    fallback (or ``p.fallback`` is off), else with the smallest fallback. Reports ``len(chunk)``
+    bytes of progress in all."""
+    fb_seg, fb_payload = C.make_fallback_segment(chunk, p.format_version)
+    if not text:  # binary: the model would lose to the fallback, slowly
+        if progress:
+            progress(len(chunk))
+        return fb_seg, fb_payload
+    tf = transforms.choose(chunk, p.transforms)
+    give_up = 8 * len(fb_payload) if p.fallback else float("inf")
+    reported = 0
 
+    def tick(nbytes: int) -> None:
+        nonlocal reported
+        reported += nbytes
+        progress(nbytes)  # type: ignore[misc]
 
-def _pieces(data: bytes, p: CodecParams) -> Iterator[tuple[int, int, bool]]:
-    """(offset, length, try the model) for each segment to code. With the fallback on (format 3),
-    consecutive pieces that do not look like text (``sniff.py``) become one segment: xz and zstd
-    find matches across the whole run, as they would in the file alone, and the model never runs."""
-    sniffing = p.fallback and p.format_version >= 3
-    run: list[int] = []  # [offset, length] of the binary run being gathered
-    for off, length in split_segments(data, p.segment_size(len(data))):
-        if sniffing and not sniff.looks_like_text(memoryview(data)[off : off + length]):
-            if run and run[1] + length <= MAX_BINARY_SEGMENT:
-                run[1] += length
-                continue
-            if run:
-                yield run[0], run[1], False
-            run = [off, length]
-            continue
-        if run:
-            yield run[0], run[1], False
-            run = []
-        yield off, length, True
-    if run:
-        yield run[0], run[1], False
+    coded = _encode_segment(lm, transforms.forward(chunk, tf), p, give_up_bits=give_up,
+                            progress=tick if progress else None)
+    if progress:
+        progress(len(chunk) - reported)
+    if coded is not None and (len(coded[0]) < len(fb_payload) or not p.fallback):
+        payload, n_tokens = coded
+        return C.Segment(C.METHOD_LM, tf, len(chunk), len(payload), n_tokens, C.crc32(chunk)), payload
+    return fb_seg, fb_payload
 
 
 def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, progress: Progress | None = None) -> bytes:
-    """Compress bytes into a complete .lmz container."""
-    p = params or CodecParams()
-    p.validate(lm.model.cfg.max_context)
+    """Compress bytes into a complete .lmz container (``streaming.StreamCompressor`` does the
+    work: the same segments whether the input arrives whole or in pieces)."""
+    import io
+
+    from .streaming import StreamCompressor
+
     data = bytes(data)
-    segments, payloads = [], []
-    for off, length, text in _pieces(data, p):
-        chunk = data[off : off + length]
-        fb_seg, fb_payload = C.make_fallback_segment(chunk, p.format_version)
-        if not text:  # binary: the model would lose to the fallback, slowly
-            segments.append(fb_seg)
-            payloads.append(fb_payload)
-            if progress:
-                progress(length)
-            continue
-        tf = transforms.choose(chunk, p.transforms)
-        give_up = 8 * len(fb_payload) if p.fallback else float("inf")
-        reported = 0
-
-        def tick(nbytes: int) -> None:
-            nonlocal reported
-            reported += nbytes
-            progress(nbytes)  # type: ignore[misc]
-
-        coded = _encode_segment(lm, transforms.forward(chunk, tf), p, give_up_bits=give_up,
-                                progress=tick if progress else None)
-        if coded is not None and (len(coded[0]) < len(fb_payload) or not p.fallback):
-            payload, n_tokens = coded
-            segments.append(C.Segment(C.METHOD_LM, tf, length, len(payload), n_tokens, C.crc32(chunk)))
-            payloads.append(payload)
-        else:
-            segments.append(fb_seg)
-            payloads.append(fb_payload)
-        if progress:
-            progress(length - reported)
-    return C.write_container(make_header(lm, p, data, segments), payloads, p.format_version)
+    out = io.BytesIO()
+    sc = StreamCompressor(lm, params or CodecParams(), total=len(data), progress=progress)
+    sc.write(data)
+    sc.finish(out)
+    return out.getvalue()
 
 
-def make_header(lm: LoadedModel, p: CodecParams, data: bytes, segments: list[C.Segment]) -> C.Header:
-    """The header of ``data`` coded as ``segments`` with ``lm`` and ``p`` (compression and
-    ``lmzip explain`` both write it here)."""
+def make_header(lm: LoadedModel, p: CodecParams, segments: list[C.Segment], sha256: bytes = b"") -> C.Header:
+    """The header of data coded as ``segments`` with ``lm`` and ``p`` (compression and ``lmzip
+    explain`` both write it here); ``sha256`` of the whole data for the legacy layouts (v3 has
+    the segments' CRC-32s only)."""
     legacy = p.format_version < 3
     return C.Header(
-        original_size=len(data),
-        original_sha256=hashlib.sha256(data).digest() if legacy else b"",  # v3: the segments' CRC-32s
+        original_size=sum(s.original_length for s in segments),
+        original_sha256=sha256 if legacy else b"",
         segments=segments,
         model_id=lm.id,
         model_sha256=bytes.fromhex(lm.sha256),
@@ -503,11 +483,9 @@ def check_lm_segments(header: C.Header, lm: LoadedModel) -> None:
                               f"(at most {2 * seg.original_length})")
 
 
-def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, batch: int = 16,
-                      progress: Progress | None = None) -> bytes:
-    """Decode a parsed container (``lm`` may be None when no segment uses the model)."""
-    out: list[bytes | None] = [None] * len(header.segments)
-    lm_segments = []
+def check_decodable(header: C.Header, lm: LoadedModel | None) -> AdaptParams | None:
+    """Everything checked before decoding starts (predictor parameters, the model and what its
+    segments ask of it); returns the adaptive predictor's parameters, or None."""
     adapt = None
     if header.predictor:
         try:
@@ -518,16 +496,28 @@ def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, 
         if lm is None:
             raise ValueError("a model is needed for this file")
         check_lm_segments(header, lm)
-    for i, (seg, payload) in enumerate(zip(header.segments, payloads)):
+    return adapt
+
+
+def decode_group(header: C.Header, items: list, lm: LoadedModel | None, adapt: AdaptParams | None,
+                 batch: int = 16, progress: Progress | None = None) -> dict[int, bytes]:
+    """Decode some segments of a file checked by ``check_decodable``: ``items`` are
+    (index, segment, payload); returns index -> verified bytes. Model-coded segments decode
+    ``batch`` at a time in lockstep (one model step serves all)."""
+    out: dict[int, bytes] = {}
+    lm_segments = []
+    for i, seg, payload in items:
         if seg.method == C.METHOD_LM:
             lm_segments.append((i, seg, payload))
         else:
             out[i] = C.decode_fallback_segment(seg, payload, i)
             if progress:
                 progress(seg.original_length)
+    if not lm_segments:
+        return out
     # Keys/values cost ~46 KB per token slot for the teacher: bound the cache, not just the streams.
     batch = max(1, min(batch, CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
-    native = bool(lm_segments) and is_native(lm) and FUSED
+    native = is_native(lm) and FUSED
     for b0 in range(0, len(lm_segments), batch):
         # Decoders and predictors (~1.5 MB each for the teacher) exist for one batch at a time.
         group = [_Stream(i, seg, payload, header, lm.tokenizer.bos_id, new_predictor(lm, adapt) if adapt else None,
@@ -541,7 +531,15 @@ def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, 
             out[st.index] = data
             if progress:
                 progress(seg.original_length - st.reported)
-    data = b"".join(out)  # type: ignore[arg-type]
+    return out
+
+
+def decompress_parsed(header: C.Header, payloads: list, lm: LoadedModel | None, batch: int = 16,
+                      progress: Progress | None = None) -> bytes:
+    """Decode a parsed container held in memory (``lm`` may be None when no segment uses the model)."""
+    adapt = check_decodable(header, lm)
+    out = decode_group(header, list(zip(range(len(payloads)), header.segments, payloads)), lm, adapt, batch, progress)
+    data = b"".join(out[i] for i in range(len(header.segments)))
     C.verify_original(header, data)
     return data
 
@@ -563,4 +561,4 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
     return float(bits), len(ids)
 
 
-__all__ = ["CodecParams", "compress", "make_header", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]
+__all__ = ["CodecParams", "compress", "make_header", "encode_piece", "check_decodable", "decode_group", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]

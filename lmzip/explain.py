@@ -160,7 +160,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         plain[:] = bits
     # -- what a real compression of this one segment writes ---------------------------------
     segments = [C.Segment(C.METHOD_LM, tf, len(original), len(payload), n, C.crc32(original))] if data else []
-    header = make_header(lm, p, original, segments)
+    header = make_header(lm, p, segments, hashlib.sha256(original).digest())
     file_bytes = len(C.write_container(header, [payload] if data else []))
     fb_method, fb_payload = C.choose_fallback(original, p.format_version)
     auto = len(split_segments(original, CodecParams(window=p.window, overlap=p.overlap, adapt=p.adapt).segment_size(len(original))))
@@ -971,7 +971,8 @@ def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, 
         to_file = html_out is not None and html_out != cli.STDIO
         if to_file:
             cli._check_dest(src, html_out, True)  # not a directory, not the input itself
-        data, _ = cli._read_input(src, compressed=False)
+        with cli._Input(src, compressed=False) as inp:  # the analysis needs the whole input
+            data = inp.file.read()
         check_device(device)
         from .api import Compressor
 

@@ -215,8 +215,10 @@ def test_rm_removes_input_only_after_verified_success(tmp_path, model, monkeypat
     assert src.exists()
     (tmp_path / "r.txt.lmz").unlink()
     # a verification that finds a difference keeps the input and writes nothing
-    real = api.Decompressor.decompress
-    monkeypatch.setattr(api.Decompressor, "decompress", lambda self, blob, progress=None: real(self, blob) + b"!")
+    from lmzip import streaming
+
+    real = streaming.iter_decode
+    monkeypatch.setattr(streaming, "iter_decode", lambda *a, **k: [*real(*a, **k), b"!"])
     line = one_error_line(run("--rm", "--model", model, *SMALL, src), 1)
     assert "verification failed" in line
     assert src.read_bytes() == TEXT
@@ -241,11 +243,13 @@ def test_interrupted_compression_leaves_no_partial_output(tmp_path, model, monke
     src = tmp_path / "i.txt"
     src.write_bytes(TEXT)
 
-    def interrupted(self, data, progress=None):
-        progress(len(data) // 2)
+    from lmzip import streaming
+
+    def interrupted(self, data):
+        self.progress(len(data) // 2)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api.Compressor, "compress", interrupted)
+    monkeypatch.setattr(streaming.StreamCompressor, "write", interrupted)
     line = one_error_line(run("--model", model, *SMALL, src), 130)
     assert "interrupted" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.txt"]
@@ -261,13 +265,15 @@ def test_sigterm_removes_the_temporary_output(tmp_path, model, monkeypatch):
     src = tmp_path / "s.txt"
     src.write_bytes(TEXT)
 
-    def terminated(self, data, progress=None):
+    from lmzip import streaming
+
+    def terminated(self, data):
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temp file exists now
         os.kill(os.getpid(), signal.SIGTERM)  # the CLI's handler turns it into an exception here
         raise AssertionError("SIGTERM was not handled")
 
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(api.Compressor, "compress", terminated)
+    monkeypatch.setattr(streaming.StreamCompressor, "write", terminated)
     one_error_line(run("--model", model, *SMALL, src), 128 + signal.SIGTERM)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.txt"]
     assert signal.getsignal(signal.SIGTERM) == before  # handlers are restored

@@ -159,7 +159,8 @@ def test_lmz_file_object(tmp_path, tiny):
 
 def test_public_api_is_pinned():
     assert sorted(lmzip.__all__) == sorted([
-        "BadMagicError", "ChecksumError", "Compressor", "Decompressor", "FormatError", "LmzFile", "LmzipError",
+        "BadMagicError", "ChecksumError", "Compressor", "Decompressor", "FormatError", "LmzCompressor",
+        "LmzDecompressor", "LmzFile", "LmzipError",
         "ModelError", "ModelMismatchError", "TokenizerError", "TrailingDataError", "TruncatedError",
         "UnknownModelError", "UnsupportedVersionError", "UsageError", "__version__", "compress", "decompress", "open",
     ])
