@@ -14,12 +14,14 @@ ext="$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"
 flags="-O1 -g -std=c++17 -fPIC -ffp-contract=off -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
 mkdir -p "$out/lmzip/native"
 objs=()
+pids=()
 for f in lmzip/native/csrc/*.cpp; do
     o="$out/$(basename "$f" .cpp).o"
     g++ $flags $inc -c "$f" -o "$o" &
+    pids+=($!)
     objs+=("$o")
 done
-wait
+for p in "${pids[@]}"; do wait "$p"; done  # any failed compile fails the script here
 g++ -shared $flags "${objs[@]}" -o "$out/_native$ext"
 # A copy of the package whose extension is the sanitized build.
 cp -r lmzip "$out/pkg_lmzip"

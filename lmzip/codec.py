@@ -481,6 +481,26 @@ def check_lm_segments(header: C.Header, lm: LoadedModel) -> None:
         if seg.method == C.METHOD_LM and seg.token_count > 2 * seg.original_length:
             raise FormatError(f"segment {i} claims {seg.token_count} tokens for {seg.original_length} bytes "
                               f"(at most {2 * seg.original_length})")
+        most = max_tokens(seg.payload_length, lm.model.cfg.vocab_size, header.top_k)
+        if seg.method == C.METHOD_LM and most is not None and seg.token_count > most:
+            raise FormatError(f"segment {i} claims {seg.token_count} tokens; its {seg.payload_length}-byte payload "
+                              f"holds at most {most}")
+
+
+def max_tokens(payload_length: int, vocab: int, top_k: int) -> int | None:
+    """Most tokens a payload of this length can code (FORMAT.md 7.3), None if unbounded (V = 1).
+
+    Every row gives each of the V tokens a frequency >= 1 out of 2**24, so a token costs at least
+    m / 2**24 bits (m = V - 1, or V - K - 1 after an escape to stage 2); the decoder reads at most
+    ``ceil(length / 4) + MAX_OVERREAD`` words in all, two ahead and one per 32 bits consumed, so
+    the tokens' bits sum to at most 32 * (words + 2)."""
+    m = vocab - 1
+    if 0 < top_k < vocab - 1:
+        m = vocab - top_k - 1
+    if m < 1:
+        return None
+    words = -(-payload_length // 4)
+    return (32 * (words + 2) << 24) // m
 
 
 def check_decodable(header: C.Header, lm: LoadedModel | None) -> AdaptParams | None:

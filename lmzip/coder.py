@@ -378,6 +378,15 @@ class TokenEncoder:
         return _words_to_bytes(self._enc.get_compressed())
 
 
+#: Words a valid stream's decoder reads past the end of its payload at most (bar 2**-64; see
+#: FORMAT.md 7.3): beyond that the stream claims more symbols than its payload holds.
+MAX_OVERREAD = 3
+
+
+def OVERREAD_ERROR() -> FormatError:
+    return FormatError("coded token stream claims more tokens than its payload holds")
+
+
 class TokenDecoder:
     """Decodes what ``TokenEncoder`` wrote, one symbol per call, given the same frequency rows.
 
@@ -409,6 +418,9 @@ class TokenDecoder:
         words = np.frombuffer(self._data + b"\x00" * pad, dtype=">u4").astype(np.uint32)
         self._dec = constriction.stream.queue.RangeDecoder(words)
         self._shadow = constriction.stream.queue.RangeEncoder() if verify else None
+        # The decoder's range, followed alongside constriction's to count the words it reads
+        # (two ahead, one per renormalisation): constriction reads zeros past the end silently.
+        self._range, self._reads, self._words = (1 << 64) - 1, 2, len(words)
         self.num_symbols = 0
         self.num_escapes = 0
 
@@ -421,6 +433,12 @@ class TokenDecoder:
             raise FormatError(f"corrupt coded token stream: {e}") from e
         if not 0 <= index < n:  # cannot happen with constriction 0.5; keep garbage from escaping
             raise FormatError(f"decoded index {index} outside 0..{n - 1}")
+        self._range = (self._range >> 24) * (int(weights[index]) + 1)  # q = weight + 1, in 2**-24
+        if self._range < 1 << 32:
+            self._range <<= 32
+            self._reads += 1
+            if self._reads - self._words > MAX_OVERREAD:
+                raise OVERREAD_ERROR()
         if self._shadow is not None:
             self._shadow.encode(index, model)
         return index

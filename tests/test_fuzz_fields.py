@@ -134,3 +134,68 @@ def test_coder_parameters_the_model_cannot_honour_are_format_errors(tiny, blobs)
         blob = container.write_container(dataclasses.replace(header, **fields), payloads)
         with pytest.raises(lmzip.FormatError, match=message):
             lmzip.decompress(blob, tiny)
+
+
+def test_token_count_beyond_what_the_payload_holds_is_refused_at_once(tiny, blobs):
+    """A claim backed by as many claimed bytes, one token more than the payload can hold."""
+    from lmzip.codec import max_tokens
+
+    header, payloads, version = blobs[0]
+    k = next(i for i, s in enumerate(header.segments) if s.method == container.METHOD_LM)
+    claim = max_tokens(len(payloads[k]), tiny.model.cfg.vocab_size, header.top_k) + 1
+    segs = list(header.segments)
+    segs[k] = dataclasses.replace(segs[k], token_count=claim, original_length=claim)
+    h = dataclasses.replace(header, segments=segs, original_size=sum(s.original_length for s in segs))
+    blob = container.write_container(h, payloads, version)
+    t0 = time.monotonic()
+    with pytest.raises(lmzip.FormatError, match="payload holds at most"):
+        lmzip.decompress(blob, tiny)
+    assert time.monotonic() - t0 < 2
+
+
+def test_a_payload_that_runs_out_stops_the_decoder(tiny, blobs):
+    """A real payload under the largest claim it allows: after its own tokens the decoder reads
+    zeros, and stops as soon as it has read past the end more than a valid stream can."""
+    from lmzip.codec import max_tokens
+
+    header, payloads, version = blobs[1]  # the model alone: its tokens past the end are not free
+    k = next(i for i, s in enumerate(header.segments) if s.method == container.METHOD_LM)
+    most = max_tokens(len(payloads[k]), tiny.model.cfg.vocab_size, header.top_k)
+    segs = list(header.segments)
+    segs[k] = dataclasses.replace(segs[k], token_count=most, original_length=most)
+    pays = list(payloads)
+    h = dataclasses.replace(header, segments=segs, original_size=sum(s.original_length for s in segs))
+    blob = container.write_container(h, pays, version)
+    t0 = time.monotonic()
+    with pytest.raises(lmzip.FormatError, match="more tokens than its payload holds|corrupt"):
+        lmzip.decompress(blob, tiny)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("runtime", ["reference", "native"])
+def test_the_decoder_stops_a_few_words_past_the_payload(runtime):
+    """Under uniform rows every point decodes to some symbol, so only the over-read limit stops a
+    decoder asked for more symbols than were coded: after 8 bits a symbol, within 4 words."""
+    import numpy as np
+
+    from lmzip import native
+    from lmzip.coder import MAX_OVERREAD, TokenDecoder, TokenEncoder
+
+    if runtime == "native" and not native.available():
+        pytest.skip("no native runtime")
+    if runtime == "native":
+        from lmzip.native.coding import NativeTokenDecoder as Dec, NativeTokenEncoder as Enc
+    else:
+        Dec, Enc = TokenDecoder, TokenEncoder
+    row = np.full(256, 1 << 16, dtype=np.int64)  # sums to 2**24
+    syms = np.random.default_rng(3).integers(0, 256, 100)
+    enc = Enc(total_bits=24, top_k=0)
+    enc.encode_many(syms, np.tile(row, (100, 1)))
+    data = enc.finish()
+    dec = Dec(data, total_bits=24, top_k=0)
+    assert [dec.decode(row) for _ in range(100)] == syms.tolist()
+    n = 0
+    with pytest.raises(lmzip.FormatError, match="more tokens than its payload holds"):
+        for n in range(10_000):
+            dec.decode(row)
+    assert n <= 4 * (MAX_OVERREAD + 1)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..adapt import COMPONENTS, AdaptParams, state_digest
 from ..coder import CONSTRICTION_PRECISION, DEFAULT_TOP_K, DEFAULT_TOTAL_BITS, _check_params
+from ..coder import OVERREAD_ERROR
 from ..errors import FormatError, TrailingDataError, TruncatedError
 from . import _native
 
@@ -72,6 +73,12 @@ class NativeTokenEncoder:
         return self._e.finish()
 
 
+def _stream_error(code: int) -> FormatError:
+    if code == -2:
+        return OVERREAD_ERROR()
+    return FormatError("corrupt coded token stream: no symbol's interval holds the coded point")
+
+
 class NativeTokenDecoder:
     """``coder.TokenDecoder`` on the native range coder; always verifies (the shadow encoder is cheap)."""
 
@@ -95,7 +102,7 @@ class NativeTokenDecoder:
     def decode(self, freqs: Any) -> int:
         sym = self._d.decode(_rows(freqs, 1))
         if sym < 0:
-            raise FormatError("corrupt coded token stream: no symbol's interval holds the coded point")
+            raise _stream_error(sym)
         return sym
 
     def decode_run(self, predictor: "NativePredictor | None", rows: np.ndarray, guesses: list[int]) -> list[int]:
@@ -103,7 +110,7 @@ class NativeTokenDecoder:
         with a predictor the rows are the model's logits, else frequency rows."""
         out = _native.decode_logits(predictor._p if predictor else None, self._d, rows, guesses)
         if out and out[-1] < 0:
-            raise FormatError("corrupt coded token stream: no symbol's interval holds the coded point")
+            raise _stream_error(out[-1])
         return out
 
     def check_end(self) -> None:

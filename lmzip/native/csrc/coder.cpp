@@ -65,7 +65,10 @@ RangeDecoder::RangeDecoder(std::vector<uint32_t> words) : words_(std::move(words
   point_ = (uint64_t(next_word()) << 32) | next_word();
 }
 
-uint32_t RangeDecoder::next_word() { return pos_ < words_.size() ? words_[pos_++] : 0u; }
+uint32_t RangeDecoder::next_word() {
+  const size_t i = pos_++;  // counts reads past the end too (overread)
+  return i < words_.size() ? words_[i] : 0u;
+}
 
 bool RangeDecoder::quantile(uint32_t& q) const {
   const uint64_t scale = range_ >> PRECISION;

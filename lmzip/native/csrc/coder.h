@@ -14,6 +14,7 @@
 namespace lmz {
 
 constexpr int PRECISION = 24;
+constexpr size_t MAX_OVERREAD = 3;
 
 class RangeEncoder {
  public:
@@ -35,10 +36,11 @@ class RangeDecoder {
   // The quantile in [0, 2**24) the next symbol's interval must contain; false on invalid data.
   bool quantile(uint32_t& q) const;
   void consume(uint32_t cum, uint32_t freq);
-  // Words read past the end of the data (they read as 0). A valid stream never needs more than
-  // two: the decoder's state holds two words, and every further read means 32 more bits of
-  // information consumed. So a stream that claims more than its payload holds is caught as soon
-  // as it does, after work proportional to its size.
+  // Words read past the end of the data (they read as 0). The decoder reads two words ahead and
+  // one per 32 bits of information consumed; the encoder's last one or two words may be zeros
+  // that the payload leaves out. A valid stream reads at most 2 past the end except when its
+  // last words are zero by chance (2**-32), 3 with 2**-64: more than MAX_OVERREAD means the
+  // stream claims more than its payload holds, caught after work proportional to its size.
   size_t overread() const { return pos_ > words_.size() ? pos_ - words_.size() : 0; }
 
  private:

@@ -121,7 +121,11 @@ struct PyDecoder {
   PyDecoder(std::vector<uint32_t> words, int tb, int k) : coder(tb, k), dec(std::move(words)) {}
   int32_t code(const int32_t* row, int V) {
     ++symbols;
-    return coder.decode(row, V, dec, shadow);
+    const int32_t s = coder.decode(row, V, dec, shadow);
+    // More words read past the end than any valid stream needs: the stream claims more than its
+    // payload holds (FORMAT.md 7.3), so decoding stops after work proportional to the payload.
+    if (s >= 0 && dec.overread() > MAX_OVERREAD) return -2;
+    return s;
   }
 };
 
