@@ -40,7 +40,7 @@ def build(path: Path, size: int) -> None:
                 block = rng.randbytes(MIB)
             elif kind < 0.7:
                 block = (exe * (MIB // len(exe) + 1))[:MIB]
-            elif kind < 0.95:
+            elif kind < 0.99:
                 block = bytes(MIB)
             else:
                 block = text[: 16 << 10]  # a little text the model codes

@@ -959,33 +959,33 @@ def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, 
     summary (bits/byte, bits/token, the payload an actual compression produces) and the most
     expensive tokens with the model's top guesses. With --html, the same as one HTML page.
     """
-    from . import cli
+    from . import cmdline as cl
     from .resources import check_device
     from .progress import Progress
 
     level = (ctx.obj or {}).get("verbosity", 0) + verbose - quiet  # 0 normal, -1 summary only, -2 nothing
-    shown = cli._display(file)
-    use_color = _want_color(color, cli._stdout())
+    shown = cl.display(file)
+    use_color = _want_color(color, cl.stdout())
 
     def work(src: str) -> None:
-        to_file = html_out is not None and html_out != cli.STDIO
+        to_file = html_out is not None and html_out != cl.STDIO
         if to_file:
-            cli._check_dest(src, html_out, True)  # not a directory, not the input itself
-        with cli._Input(src, compressed=False) as inp:  # the analysis needs the whole input
+            cl.check_dest(src, html_out, True)  # not a directory, not the input itself
+        with cl.Input(src, compressed=False) as inp:  # the analysis needs the whole input
             data = inp.file.read()
         check_device(device)
         from .api import Compressor
 
         compressor = Compressor(model, device=device, window=window, overlap=overlap, fallback=False, adapt=adapt)
-        name = shown if src == cli.STDIO else os.path.basename(src)
+        name = shown if src == cl.STDIO else os.path.basename(src)
         # --html FILE: written atomically (temporary file renamed into place); --html -: to stdout, alone.
-        with cli._Output(html_out if to_file else None, True, None) if html_out is not None else _nothing() as output:
+        with cl.Output(html_out if to_file else None, True, None) if html_out is not None else _nothing() as output:
             with Progress(len(data), shown, enabled=None if level >= 0 else False) as progress:
                 exp = explain(compressor.model, data, compressor.params, name=name, progress=progress)
             if output is not None:
                 output.write(render_html(exp, top=top).encode("utf-8"))
                 output.commit()
-        if level <= -2 or html_out == cli.STDIO:
+        if level <= -2 or html_out == cl.STDIO:
             return
         text = render_terminal(exp, color=use_color, top=top, text=level >= 0, verbose=level >= 1)
         if to_file:
@@ -993,10 +993,10 @@ def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, 
         try:
             click.echo(text, nl=False, color=use_color)
         except BrokenPipeError:
-            cli._silence_stdout()
+            cl.silence_stdout()
             raise
 
-    cli._for_each(ctx, [file], work)
+    cl.for_each(ctx, [file], work)
 
 
 __all__ = ["Explanation", "explain", "explain_command", "render_html", "render_terminal", "summary_lines",
