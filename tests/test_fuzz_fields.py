@@ -169,7 +169,7 @@ def test_a_payload_that_runs_out_stops_the_decoder(tiny, blobs):
     t0 = time.monotonic()
     with pytest.raises(lmzip.FormatError, match="more tokens than its payload holds|corrupt"):
         lmzip.decompress(blob, tiny)
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # a hang guard: without the limit this claim decodes for hours
 
 
 @pytest.mark.parametrize("runtime", ["reference", "native"])
