@@ -136,6 +136,7 @@ class LmzDecompressor:
         self._buf = bytearray()
         self._header: container.Header | None = None
         self._payloads: list[bytes] = []
+        self._given = 0  # segments decoded and returned so far
         self.eof = False
         self.unused_data = b""
 
@@ -153,6 +154,8 @@ class LmzDecompressor:
             except container.TruncatedError:
                 return b""  # the header is not all here yet
             del self._buf[:start]
+            self._lm = self._dec.model_for(self._header)
+            self._adapt = codec.check_decodable(self._header, self._lm)  # once, before any payload
         out = []
         segs = self._header.segments
         while len(self._payloads) < len(segs) and len(self._buf) >= segs[len(self._payloads)].payload_length:
@@ -166,9 +169,7 @@ class LmzDecompressor:
             if upto > self._given:
                 header = self._header
                 items = [(i, segs[i], self._payloads[i]) for i in range(self._given, upto)]
-                lm = self._dec.model_for(header)
-                adapt = codec.check_decodable(header, lm)
-                decoded = codec.decode_group(header, items, lm, adapt, self._dec.batch)
+                decoded = codec.decode_group(header, items, self._lm, self._adapt, self._dec.batch)
                 out = [decoded[i] for i in range(self._given, upto)]
                 for i in range(self._given, upto):
                     self._payloads[i] = b""  # decoded: let it go
@@ -178,8 +179,6 @@ class LmzDecompressor:
             self.unused_data = bytes(self._buf)
             self._buf = bytearray()
         return b"".join(out)
-
-    _given = 0
 
 
 class LmzFile(io.BufferedIOBase):
@@ -215,6 +214,7 @@ class LmzFile(io.BufferedIOBase):
         self._reader: streaming.SegmentReader | None = None
         self._stream = None  # (generator of segments, buffer) for a file that cannot seek
         self._pos = 0
+        self._written = 0  # bytes given to write()
         self._batch = options.pop("batch", 16) if self._mode == "r" else 16
         if self._mode == "w":
             self._writer = LmzCompressor(model, device=device, **options)
@@ -326,8 +326,6 @@ class LmzFile(io.BufferedIOBase):
             return self._pos
         self._check("w")
         return self._written
-
-    _written = 0
 
     def write(self, data) -> int:
         self._check("w")
