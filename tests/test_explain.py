@@ -7,7 +7,9 @@ The HTML page is rendered in a real headless Chromium, which these tests require
 
 from __future__ import annotations
 
+import base64
 import codecs
+import hashlib
 import html
 import html.parser
 import json
@@ -28,7 +30,9 @@ import lmzip
 from lmzip import container, zoo
 from lmzip import adapt
 from lmzip.codec import CodecParams, lm_cost_bits
-from lmzip.explain import _align, _visible, adaptation_lines, explain, explain_command, render_html, render_terminal, token_label
+from lmzip.explain import adaptation_lines, explain, explain_command, render_html, render_terminal, token_label
+from lmzip.explain.analysis import _align
+from lmzip.explain.visible import _visible
 
 WINDOW, OVERLAP = 64, 16
 SMALL = ["--window", str(WINDOW), "--overlap", str(OVERLAP)]
@@ -260,6 +264,10 @@ def test_html_escapes_everything(lm, params):
     csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
     csp = html.unescape(csp)
     assert "default-src 'none'" in csp and "unsafe-inline" not in csp
+    # its hashes are those of the inline style and script (read from page.css, page.js): a browser blocks any other
+    for tag, directive in (("style", "style-src"), ("script", "script-src")):
+        inline = re.search(rf"<{tag}>(.*?)</{tag}>", page, re.S).group(1)
+        assert f"{directive} 'sha256-{base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()}'" in csp
 
 
 def _chromium() -> str:
