@@ -19,6 +19,7 @@ bytes / total seconds.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import datetime as _dt
 import gzip
 import json
@@ -33,8 +34,8 @@ from typing import Any, Callable, Iterable, NoReturn
 
 import click
 
-from . import corpora
-from .errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, EXIT_OS, LmzipError, UsageError, run_standalone
+from . import cmdline, corpora
+from .errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, UsageError, run_standalone
 from .progress import Progress
 from .resources import check_device
 
@@ -260,6 +261,14 @@ def collect_inputs(args: Iterable[str], corpus_dir: str | None = None, text_only
                 raise UsageError(f"{arg}: not a regular file")
             add(arg, path, None)
         else:
+            head = bare.split("/", 1)[0]
+            if head in names and head != bare:  # calgary/nope: a corpus path, but no file of the corpus
+                known = ", ".join(e.name for e in corpora.entries(head))
+                raise corpora.CorpusMissingError(f"{arg}: no such file or directory, nor a file of the {head} "
+                                                 f"corpus (it has: {known})")
+            if configured:
+                raise corpora.CorpusMissingError(f"{arg}: no such file or directory, nor a corpus "
+                                                 f"(known: {', '.join(corpora.corpus_names())})")
             raise FileNotFoundError(2, "No such file or directory", arg)
     return out
 
@@ -641,8 +650,9 @@ def _need_matplotlib() -> None:
         raise UsageError("--plot needs matplotlib, which is not installed (pip install 'lmzip[bench]')") from None
 
 
-def plot(tots: list[Total], path: str | os.PathLike, *, speed: str = "compress", title: str = "") -> int:
-    """Bits/byte against throughput (log x), one labelled point per compressor; return points drawn."""
+def plot(tots: list[Total], path: str | os.PathLike | Any, *, speed: str = "compress", title: str = "") -> int:
+    """Bits/byte against throughput (log x), one labelled point per compressor, as a PNG written to
+    ``path`` (a file name, or a binary file object); return points drawn."""
     _need_matplotlib()
     from matplotlib.figure import Figure
 
@@ -676,45 +686,68 @@ def plot(tots: list[Total], path: str | os.PathLike, *, speed: str = "compress",
                 fontsize=8, color="tab:red")
     if title:
         ax.set_title(title, fontsize=10)
-    fig.savefig(os.fspath(path), format="png")
+    fig.savefig(path if hasattr(path, "write") else os.fspath(path), format="png")
     return len(pts)
 
 
 # --------------------------------------------------------------------------- the command
 
 
-def _check_output_dir(path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(2, "No such file or directory", directory)
-
-
 def _say(msg: str) -> None:
-    click.echo(f"lmzip: bench: {msg}", err=True)
+    cmdline.say_error("bench", msg)  # "lmzip: bench: ..."
 
 
-def _describe(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, LmzipError):
-        return exc.exit_code, " ".join(str(exc).split()) or type(exc).__name__
-    if isinstance(exc, OSError):
-        cause = exc.strerror or str(exc) or type(exc).__name__
-        if exc.filename is not None:
-            cause = f"{os.fsdecode(exc.filename)}: {cause}"
-        return EXIT_OS, " ".join(cause.split())
-    raise exc
+def _echo(text: str, nl: bool = True) -> None:
+    """Standard output; a closed pipe (``| head``) ends the run as an OSError, without a second
+    complaint from the interpreter's final flush."""
+    try:
+        click.echo(text, nl=nl)
+    except BrokenPipeError:
+        cmdline.silence_stdout()
+        raise
+
+
+def _interrupt_code(exc: BaseException) -> int:
+    return 128 + exc.signum if isinstance(exc, cmdline.Signalled) else EXIT_INTERRUPT
 
 
 class _BenchCommand(click.Command):
-    """Standalone (``bench_command()``), map click's usage errors to lmzip's exit code 4 as the
-    ``lmzip`` group does; inside the group, the group's own handling applies."""
+    """Standalone (``bench_command()``), map click's usage errors to lmzip's exit code 4 and
+    SIGTERM/SIGHUP to an interrupt as the ``lmzip`` group does; inside the group, the group's own
+    handling applies."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        import signal
+
+        saved = {}
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                try:
+                    saved[name] = signal.signal(getattr(signal, name), cmdline.on_signal)
+                except (ValueError, OSError):  # not the main thread, or not allowed
+                    pass
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            for name, handler in saved.items():
+                try:
+                    signal.signal(getattr(signal, name), handler)
+                except (ValueError, OSError, TypeError):
+                    pass
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra) -> Any:
         def interrupted(exc: click.Abort) -> int:
             _say("interrupted")
-            return EXIT_INTERRUPT
+            return _interrupt_code(exc.__cause__ or exc.__context__ or exc)
 
         def run() -> Any:
-            return super(_BenchCommand, self).main(args, prog_name or "lmzip bench", complete_var, standalone_mode=False, **extra)
+            try:
+                return super(_BenchCommand, self).main(args, prog_name or "lmzip bench", complete_var,
+                                                       standalone_mode=False, **extra)
+            except cmdline.EXPECTED as exc:  # raised outside the command itself (e.g. while writing help)
+                code, cause = cmdline.describe(exc)
+                _say(cause)
+                return code
 
         return run_standalone(run, interrupted, standalone_mode)
 
@@ -726,8 +759,10 @@ Compressors (--codec; a family name such as zstd picks all its levels):
 
 \b
 Every row is decompressed and compared with the original; a row that does not
-round-trip is reported as an error and the exit code is 1. Missing inputs exit 5,
-bad options 4, a corpus file that differs from the manifest 1."""
+round-trip is reported as an error and the exit code is 1. Missing inputs and
+unwritable outputs exit 5, bad options 4, a model that cannot be loaded 3, a
+corpus file that differs from the manifest 1. Each error is one line on stderr;
+--json and --plot files appear only complete."""
 
 
 @click.command("bench", cls=_BenchCommand, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -762,15 +797,38 @@ def bench_command(ctx: click.Context, paths, models, codec_names, window, overla
     --corpus or $LMZIP_CORPORA, each file checked against lmzip's manifest. Output: a
     Markdown table per file and a summary per compressor on stdout; progress on stderr.
     """
+    # Errors as every lmzip command reports them (cmdline): one stderr line, the exit code of the
+    # error's kind; a temporary output file is removed on the way out (cmdline.Output).
     try:
         code = _bench(paths=paths, models=models, codec_names=codec_names, window=window, overlap=overlap,
                       device=device, corpus_dir=corpus_dir, text_only=text_only, json_path=json_path,
                       plot_path=plot_path, plot_speed=plot_speed, min_time=min_time, quiet=quiet,
                       list_codecs=list_codecs)
-    except (LmzipError, OSError) as exc:
-        code, cause = _describe(exc)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (cmdline.Signalled)
+        _say("interrupted")
+        code = _interrupt_code(exc)
+    except cmdline.EXPECTED as exc:
+        code, cause = cmdline.describe(exc)
         _say(cause)
     ctx.exit(code)
+
+
+def _outputs(json_path: str | None, plot_path: str | None) -> list[str]:
+    """The files the run writes (``--json -`` is standard output), refused early if a directory or one name twice."""
+    dests = [p for p in (json_path if json_path != cmdline.STDIO else None, plot_path) if p]
+    for dest in dests:
+        cmdline.check_dest(cmdline.STDIO, dest, True)  # an existing directory: IsADirectoryError
+    if len(dests) == 2 and (os.path.abspath(dests[0]) == os.path.abspath(dests[1])
+                            or (os.path.exists(dests[0]) and os.path.exists(dests[1])
+                                and os.path.samefile(dests[0], dests[1]))):
+        raise UsageError(f"--json and --plot name the same file ({dests[0]})")
+    return dests
+
+
+def _not_an_input(dests: list[str], inputs: list[Input]) -> None:
+    for dest in dests:
+        for inp in inputs:
+            cmdline.check_dest(str(inp.path), dest, True)  # "input and output are the same file"
 
 
 def _bench(*, paths, models, codec_names, window, overlap, device, corpus_dir, text_only, json_path, plot_path,
@@ -787,16 +845,25 @@ def _bench(*, paths, models, codec_names, window, overlap, device, corpus_dir, t
         raise UsageError("--window/--overlap only apply to lmzip (add --codec lmzip or --model)")
     if plot_path:
         _need_matplotlib()
-        _check_output_dir(plot_path)
-    if json_path and json_path != "-":
-        _check_output_dir(json_path)
+    dests = _outputs(json_path, plot_path)
+    with contextlib.ExitStack() as stack:
+        # Each output file is a temporary file beside it from now on (an unwritable directory fails
+        # here, before any measuring), moved into place only once it is complete.
+        files = {dest: stack.enter_context(cmdline.Output(dest, True, None)) for dest in dests}
+        return _run(paths=paths, models=models, names=names, window=window, overlap=overlap, device=device,
+                    corpus_dir=corpus_dir, text_only=text_only, json_path=json_path, plot_path=plot_path,
+                    plot_speed=plot_speed, min_time=min_time, quiet=quiet, files=files)
 
+
+def _run(*, paths, models, names, window, overlap, device, corpus_dir, text_only, json_path, plot_path, plot_speed,
+         min_time, quiet, files: dict[str, cmdline.Output]) -> int:
     skipped: list[str] = []
     inputs = collect_inputs(paths, corpus_dir, text_only, skipped)
     if skipped and not quiet:
         _say(f"--text-only: skipping {len(skipped)} binary file{'s' if len(skipped) != 1 else ''}: {', '.join(skipped)}")
     if not inputs:
         raise UsageError("no files to measure" + (" (none is text)" if skipped else ""))
+    _not_an_input(list(files), inputs)
 
     codecs: list[Any] = []
     if LMZIP in names:
@@ -821,7 +888,7 @@ def _bench(*, paths, models, codec_names, window, overlap, device, corpus_dir, t
         file_rows = run_file(inp, codecs, index=i, count=len(inputs), show_progress=show_progress, min_time=min_time)
         rows.extend(file_rows)
         if to_stdout_md:
-            click.echo(file_table(inp.label, file_rows, file_rows[0].kind if file_rows else None))
+            _echo(file_table(inp.label, file_rows, file_rows[0].kind if file_rows else None))
         for r in file_rows:
             if not r.ok:
                 _say(f"{r.file}: {r.codec}: {r.error}")
@@ -829,22 +896,23 @@ def _bench(*, paths, models, codec_names, window, overlap, device, corpus_dir, t
     tots = totals(rows)
     settings = {c.name: getattr(c, "settings", "") for c in codecs}
     if to_stdout_md:
-        click.echo(summary_table(tots, settings), nl=False)
+        _echo(summary_table(tots, settings), nl=False)
     options = {"paths": list(paths), "models": list(models), "codecs": [c.name for c in codecs], "window": window,
                "overlap": overlap, "device": device, "corpus_dir": corpus_dir or os.environ.get(corpora.ENV_VAR),
                "text_only": text_only, "skipped": skipped, "min_time": min_time, "max_runs": MAX_RUNS}
     if json_path:
         doc = json.dumps(report_json(rows, tots, codecs, options), indent=2) + "\n"
-        if json_path == "-":
-            click.echo(doc, nl=False)
+        if json_path == cmdline.STDIO:
+            _echo(doc, nl=False)
         else:
-            with open(json_path, "w", encoding="utf-8") as f:
-                f.write(doc)
+            files[json_path].write(doc.encode("utf-8"))
+            files[json_path].commit()
     if plot_path:
         nbytes = sum(inp.size for inp in inputs)
-        plot(tots, plot_path, speed=plot_speed,
+        plot(tots, files[plot_path].file, speed=plot_speed,
              title=f"lmzip bench: {len(inputs)} file{'s' if len(inputs) != 1 else ''}, {nbytes:,} bytes "
                    f"({_cpu_model()}, {os.cpu_count()} cores)")
+        files[plot_path].commit()
     failed = [r for r in rows if not r.ok]
     if failed:
         _say(f"{len(failed)} of {len(rows)} rows did not round-trip: "

@@ -2,8 +2,8 @@
 loop over inputs, inputs opened for streaming, outputs written to a temporary file and moved
 into place (or held back from standard output), and the byte-size and range option types.
 
-``cli.py`` (compress, decompress, test, info), ``explain.py`` and ``bench.py`` use it, so safe
-output and error mapping exist once.
+``cli.py`` (compress, decompress, test, info), the ``explain`` package (``explain/command.py``)
+and ``bench.py`` use it, so safe output and error mapping exist once.
 """
 
 from __future__ import annotations

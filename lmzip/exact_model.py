@@ -16,7 +16,7 @@ computed so that its value cannot depend on any of those:
 * The output is an integer frequency table per position: every entry >= 1, each row
   summing to exactly 2**TOTAL_BITS, ready for the range coder.
 
-Bounds behind the exactness (checked by ``_check_bounds`` at load time):
+Bounds behind the exactness (checked by ``model_spec.check_bounds`` at load time):
   matmul     |x| < 2**15 (int16), |w| <= 127, K <= 2**16    -> |sum| < 2**15 * 2**7 * 2**16 = 2**38 (float64),
              or as two int8 halves, |sum| < 2**7 * 2**7 * 2**16 = 2**30 each (int32)
   q.k        |q|, |k| <= 2**20, head_dim <= 256             -> |sum| < 2**40 * 2**8 = 2**48
@@ -39,7 +39,7 @@ from .errors import ModelError
 
 from .model_spec import (ACT_MAX, ATTN_EXP_BITS, EXP_STEP_BITS, MAX_CONTEXT, NUMERICS_VERSION, OUT_EXP_BITS,  # noqa: F401
                          QK_BITS, QK_LIMIT, RES_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE, SIG_STEP_BITS, TOTAL_BITS, V_BITS,
-                         ExactConfig, tensor_names)
+                         ExactConfig, check_tensors)
 from .model_spec import check_bounds as _check_bounds
 
 
@@ -158,10 +158,8 @@ class ExactModel:
 
     def __init__(self, cfg: ExactConfig, tensors: dict, device: str | torch.device = "cpu"):
         _check_bounds(cfg)
+        check_tensors(cfg, tensors)  # I8 / F32 of the format's shapes: nothing is widened or narrowed
         tensors = {k: torch.as_tensor(v) for k, v in tensors.items()}  # numpy arrays too
-        missing = [n for n in tensor_names(cfg) if n not in tensors]
-        if missing:
-            raise ModelError(f"model file lacks tensors: {', '.join(missing[:4])}")
         self.cfg = cfg
         self.device = torch.device(device)
         dev = self.device

@@ -53,7 +53,7 @@ def _exp_table(step_bits: int, out_bits: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def sigmoid_table(step_bits: int, out_bits: int, x_max: int) -> torch.Tensor:
+def sigmoid_table(step_bits: int, out_bits: int, x_max: int) -> np.ndarray:
     """T[i] = round(2**out_bits * sigmoid((i - n) / 2**step_bits)), n = x_max * 2**step_bits, i in [0, 2n]."""
     return _cached(f"sigmoid-v1-{step_bits}-{out_bits}-{x_max}.npy", lambda: _sigmoid_table(step_bits, out_bits, x_max))
 

@@ -163,6 +163,135 @@ def test_bench_usage_errors(tmp_path, two_files, monkeypatch):
     assert not (tmp_path / "x.png").exists() and res.stdout == ""  # refused before measuring anything
 
 
+def _one_error_line(res, code: int, *parts: str) -> str:
+    """The run failed with ``code`` and said so in one stderr line (no traceback) holding ``parts``."""
+    assert res.exit_code == code, (res.exit_code, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lmzip: bench: "), res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    return lines[0]
+
+
+def _leftovers(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_bench_missing_path_and_unknown_corpus(tmp_path, two_files, monkeypatch):
+    monkeypatch.delenv(corpora.ENV_VAR, raising=False)
+    out_json = tmp_path / "out.json"
+    res = _invoke(two_files, tmp_path / "missing.txt", "--codec", "gzip", "--json", out_json)
+    _one_error_line(res, 5, "missing.txt: No such file or directory")
+    assert res.stdout == "" and not out_json.exists() and _leftovers(tmp_path) == []
+    # A corpus path naming no file of the corpus, and an unknown corpus name with a corpus directory.
+    res = _invoke("calgary/book9", "--codec", "gzip")
+    _one_error_line(res, 5, "calgary/book9: no such file or directory, nor a file of the calgary corpus", "book1")
+    res = _invoke("--corpus", tmp_path, "enwik9", "--codec", "gzip")
+    _one_error_line(res, 5, "enwik9: no such file or directory, nor a corpus (known: canterbury, calgary)")
+    res = _invoke("--corpus", tmp_path / "nowhere", "calgary", "--codec", "gzip")
+    _one_error_line(res, 5, "calgary is a corpus name: corpus directory", "does not exist")
+
+
+def test_bench_unwritable_outputs_fail_before_measuring(tmp_path, two_files):
+    a_file = two_files / "b_notes.txt"
+    before = a_file.read_bytes()
+    cases = [
+        (["--json", tmp_path / "no-dir" / "out.json"], 5, "no-dir/out.json: No such file or directory"),
+        (["--json", a_file / "out.json"], 5, "b_notes.txt/out.json: Not a directory"),
+        (["--json", tmp_path], 5, f"{tmp_path}: Is a directory"),
+        (["--plot", tmp_path, "--json", tmp_path / "ok.json"], 5, f"{tmp_path}: Is a directory"),
+        (["--json", a_file], 4, "input and output are the same file"),
+        (["--json", tmp_path / "same", "--plot", tmp_path / "." / "same"], 4, "--json and --plot name the same file"),
+    ]
+    for extra, code, part in cases:
+        if "--plot" in extra:
+            pytest.importorskip("matplotlib")
+        res = _invoke(two_files, "--codec", "gzip", "--min-time", "0", *extra)
+        _one_error_line(res, code, part)
+        assert res.stdout == "", extra  # refused before anything was measured
+    assert a_file.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]  # no output, no temporary file
+    assert _leftovers(two_files) == []
+
+
+def test_bench_bad_model_is_one_line_and_leaves_outputs_alone(tmp_path, two_files):
+    """A model file with an F64 scale (FORMAT.md §7.5.2: scales are F32) is refused, exit 3."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from lmzip.native.weights import open_safetensors
+    from lmzip.testing import write_tiny_model
+    from lmzip.zoo import WEIGHTS
+
+    model = write_tiny_model(tmp_path / "bad-model", seed=5)
+    meta, _ = open_safetensors(model / WEIGHTS)
+    tensors = dict(load_file(str(model / WEIGHTS)))
+    tensors["embed.scale"] = tensors["embed.scale"].astype(np.float64)
+    save_file(tensors, str(model / WEIGHTS), metadata=meta)
+    out_json = tmp_path / "out.json"
+    out_json.write_text("the previous report\n")
+    res = _invoke(two_files, "--model", model, "--min-time", "0", "--json", out_json)
+    _one_error_line(res, 3, "'embed.scale' is F64 [256]; the format requires F32 [256]")
+    assert res.stdout == ""
+    assert out_json.read_text() == "the previous report\n" and _leftovers(tmp_path) == []
+    res = _invoke(two_files, "--model", tmp_path / "no-such-model", "--min-time", "0")
+    _one_error_line(res, 3, "no-such-model")
+
+
+@pytest.mark.parametrize("signum, code", [(None, 130), (15, 143)])
+def test_bench_interrupted_leaves_no_partial_output(tmp_path, two_files, monkeypatch, signum, code):
+    from lmzip import cmdline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt() if signum is None else cmdline.Signalled(signum)
+
+    monkeypatch.setattr(bench, "run_file", interrupt)
+    out_json = tmp_path / "out.json"
+    out_json.write_text("the previous report\n")
+    res = _invoke(two_files, "--codec", "gzip", "--min-time", "0", "--json", out_json)
+    _one_error_line(res, code, "interrupted")
+    assert out_json.read_text() == "the previous report\n" and _leftovers(tmp_path) == []
+
+
+def test_bench_json_replaces_an_old_report_atomically(tmp_path, two_files, monkeypatch):
+    out_json = tmp_path / "out.json"
+    out_json.write_text("the previous report\n")
+    seen = []
+    real = bench.run_file
+
+    def spy(*args, **kwargs):  # while measuring: the old report is intact, the new one a temporary file
+        seen.append((out_json.read_text(), _leftovers(tmp_path)))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_file", spy)
+    res = _invoke(two_files, "--codec", "gzip", "--min-time", "0", "--json", out_json, "-q")
+    assert res.exit_code == 0, res.stderr
+    assert all(text == "the previous report\n" and len(tmp) == 1 and tmp[0].startswith(".out.json.")
+               for text, tmp in seen) and len(seen) == 2
+    assert json.loads(out_json.read_text())["ok"] is True and _leftovers(tmp_path) == []
+    assert oct(out_json.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_bench_closed_stdout_is_one_line(two_files):
+    """``lmzip bench ... | head`` with the reader gone: exit 5, one line, no traceback or second complaint."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "lmzip", "bench", str(two_files), "--codec", "gzip", "--min-time",
+                             "0", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 5, err
+    assert err.strip() == "lmzip: bench: Broken pipe", err
+
+
 def test_bench_corpus_text_only(corpora_dir, monkeypatch):
     monkeypatch.delenv(corpora.ENV_VAR, raising=False)
     res = _invoke("--corpus", corpora_dir, "canterbury", "--text-only", "--codec", "gzip", "--min-time", "0",

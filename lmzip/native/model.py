@@ -16,7 +16,7 @@ import numpy as np
 from .. import luts
 from ..errors import ModelError
 from ..model_spec import (ATTN_EXP_BITS, EXP_STEP_BITS, OUT_EXP_BITS, QK_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE,
-                          SIG_STEP_BITS, TOTAL_BITS, ExactConfig, check_bounds, tensor_names)
+                          SIG_STEP_BITS, TOTAL_BITS, ExactConfig, check_bounds, check_tensors)
 from . import _native, default_threads, simd_level
 from .weights import open_safetensors
 
@@ -69,9 +69,7 @@ class NativeModel:
 
     def __init__(self, cfg: ExactConfig, tensors: dict, simd: int | None = None, threads: int | None = None):
         check_bounds(cfg)
-        missing = [n for n in tensor_names(cfg) if n not in tensors]
-        if missing:
-            raise ModelError(f"model file lacks tensors: {', '.join(missing[:4])}")
+        check_tensors(cfg, tensors)  # I8 / F32 of the format's shapes, before any is used
         self.cfg = cfg
         hd = cfg.head_dim
         cos, sin = luts.rope_tables(hd, float(cfg.rope_theta), cfg.max_context, ROPE_BITS)
@@ -99,9 +97,8 @@ class NativeModel:
                 q = q.detach().cpu().numpy()
             if hasattr(scale, "detach"):
                 scale = scale.detach().cpu().numpy()
-            if q.dtype != np.int8:
-                raise ModelError("exact-model weights must be int8")
-            self._m.set_weights(name, np.ascontiguousarray(q), np.ascontiguousarray(scale, dtype=np.float32))
+            # check_tensors saw int8 and float32: these are views, never conversions
+            self._m.set_weights(name, np.ascontiguousarray(q), np.ascontiguousarray(scale))
 
     # -- settings -----------------------------------------------------------------------
 

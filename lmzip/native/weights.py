@@ -17,13 +17,25 @@ import numpy as np
 
 from ..errors import ModelError
 
-_DTYPES = {"I8": np.int8, "U8": np.uint8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
-           "F16": np.float16, "F32": np.float32, "F64": np.float64}
+_DTYPES = {"BOOL": np.bool_, "I8": np.int8, "U8": np.uint8, "I16": np.int16, "U16": np.uint16, "I32": np.int32,
+           "U32": np.uint32, "I64": np.int64, "U64": np.uint64, "F16": np.float16, "F32": np.float32,
+           "F64": np.float64}
+_OPAQUE = {"BF16": 2, "F8_E5M2": 1, "F8_E4M3": 1}  # safetensors dtypes numpy lacks: their sizes
 _MAX_HEADER = 100 << 20
 
 
-def open_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """(metadata, read-only arrays by name) of a safetensors file, mapped into memory."""
+class Opaque:
+    """A tensor of a dtype numpy lacks (``BF16``, ``F8_*``): its name and shape, no data. The exact
+    model uses none (``model_spec.check_tensors`` refuses one where a weight should be); any other
+    tensor of the file is not looked at, as the reference runtime's loader does not."""
+
+    def __init__(self, dtype: str, shape: tuple[int, ...]):
+        self.dtype, self.shape = dtype, shape
+
+
+def open_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray | Opaque]]:
+    """(metadata, read-only arrays by name) of a safetensors file, mapped into memory (``Opaque``
+    for a tensor of a dtype numpy lacks)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -48,13 +60,18 @@ def open_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.nda
     arrays = {}
     for name, info in header.items():
         try:
-            dtype = np.dtype(_DTYPES[info["dtype"]])
+            kind = info["dtype"]
+            dtype = np.dtype(_DTYPES[kind]) if kind not in _OPAQUE else None
+            itemsize = dtype.itemsize if dtype is not None else _OPAQUE[kind]
             shape = tuple(int(x) for x in info["shape"])
             begin, end = (int(x) for x in info["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"{path}: tensor {name!r} has an unsupported or damaged entry") from None
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if begin < 0 or end < begin or base + end > size or (end - begin) != count * dtype.itemsize or min(shape, default=1) < 0:
+        if begin < 0 or end < begin or base + end > size or (end - begin) != count * itemsize or min(shape, default=1) < 0:
             raise ModelError(f"{path}: tensor {name!r} lies outside the file or has the wrong size")
-        arrays[name] = buf[base + begin : base + end].view(dtype).reshape(shape)
+        if dtype is None:
+            arrays[name] = Opaque(kind, shape)
+        else:
+            arrays[name] = buf[base + begin : base + end].view(dtype).reshape(shape)
     return {str(k): str(v) for k, v in meta.items()}, arrays
