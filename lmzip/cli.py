@@ -178,6 +178,25 @@ _compress_opts = _options(
     click.option("--transforms/--no-transforms", default=None,
                  help="Code CRLF line ends as LF where that is reversible. [default: transforms]"),
 )
+_cluster_opts = _options(
+    click.option("--cluster", metavar="ADDRESS",
+                 help="Code the segments on a Ray cluster: 'auto' (the cluster this machine is part of), 'local' "
+                      "(start Ray here), or host:port. Output is byte-identical to the local run. Needs lmzip[ray]."),
+    click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                 help="Cluster workers, each holding a model. [default: one per GPU, else one per --worker-cpus CPUs]"),
+    click.option("--worker-cpus", type=click.IntRange(min=1), metavar="N",
+                 help="CPUs (model threads) per CPU worker. [default: 1]"),
+)
+
+
+def _cluster(cluster: str | None, workers: int | None, worker_cpus: int | None, device: str) -> dict | None:
+    if cluster is None:
+        if workers is not None or worker_cpus is not None:
+            raise UsageError("--workers and --worker-cpus go with --cluster")
+        return None
+    return dict(address=cluster, workers=workers, worker_cpus=worker_cpus, device_given=device != "cpu")
+
+
 _batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
                           help="Segments decoded together (memory vs speed).")
 
@@ -188,9 +207,21 @@ _batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, sho
 class _Coders:
     """The Compressor/Decompressor of one command: created on first use, once per process."""
 
-    def __init__(self, model: str | None, device: str, batch: int = 16, params: dict | None = None):
+    def __init__(self, model: str | None, device: str, batch: int = 16, params: dict | None = None,
+                 cluster: dict | None = None):
         self.model, self.device, self.batch, self.params = model, device, batch, params or {}
+        self.cluster = cluster  # address, workers, worker_cpus: code on a Ray cluster instead
         self._compressor = self._decompressor = None
+
+    def cluster_coder(self):
+        """The ``cluster.ClusterCoder`` of ``--cluster`` (connects, starts no worker yet)."""
+        from .cluster import ClusterCoder
+
+        assert self.cluster is not None
+        device = None if self.device == "cpu" and not self.cluster.get("device_given") else self.device
+        return ClusterCoder(self.cluster["address"], model=self.model, device=device,
+                            workers=self.cluster.get("workers"), worker_cpus=self.cluster.get("worker_cpus") or 1,
+                            batch=self.batch, **self.params)
 
     def compressor(self):
         if self._compressor is None:
@@ -270,16 +301,25 @@ def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, c
     names, stdout, output = _plan(inputs, output, to_stdout, remove, force, True, verbosity)
     progress_on = None if verbosity >= 1 else False
 
+    def dest_for(src: str) -> str | None:
+        if stdout:
+            return None
+        if output is not None:
+            return output
+        if src.endswith(SUFFIX) and not force:
+            raise UsageError(f"already has the {SUFFIX} suffix -- unchanged (use -f, -o or -c to compress it anyway)")
+        return src + SUFFIX
+
+    if coders.cluster is not None:
+        from .cluster_commands import run_compress
+
+        with coders.cluster_coder() as coder:
+            run_compress(ctx, coder, names, dest_for, force=force, remove=remove, verbosity=verbosity,
+                         speed=_speed_text, ratio=_ratio_text)
+
     def one(src: str) -> None:
         shown = _display(src)
-        if stdout:
-            dest = None
-        elif output is not None:
-            dest = output
-        else:
-            if src.endswith(SUFFIX) and not force:
-                raise UsageError(f"already has the {SUFFIX} suffix -- unchanged (use -f, -o or -c to compress it anyway)")
-            dest = src + SUFFIX
+        dest = dest_for(src)
         if dest is not None:
             _check_dest(src, dest, force)
         with _Input(src, compressed=False) as inp, _Output(dest, force, inp.st) as out:
@@ -314,10 +354,11 @@ def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, c
 
 
 def _decode_stream(coders: _Coders, f, write: Callable[[bytes], Any], progress=None,
-                   span: tuple[int, int | None] | None = None) -> tuple[int, int]:
+                   span: tuple[int, int | None] | None = None, parsed=None) -> tuple[int, int]:
     """Decode the .lmz file ``f`` segment by segment into ``write``; return (compressed bytes, bytes
     written). ``span`` (start, end or None): only those original bytes, decoding only the segments
-    that cover them (the file must be seekable)."""
+    that cover them (the file must be seekable). ``parsed``: its (header, payload start), when
+    already read (``Input.header``)."""
     from .streaming import SegmentReader, iter_decode
 
     dec = coders.decompressor()
@@ -331,7 +372,11 @@ def _decode_stream(coders: _Coders, f, write: Callable[[bytes], Any], progress=N
             write(piece)
             done += len(piece)
         return f.seek(0, 2), done
-    header, start_at = container.peek(f)
+    if parsed is not None:
+        header, start_at = parsed
+        f.seek(start_at)
+    else:
+        header, start_at = container.peek(f)
     done = 0
     for data in iter_decode(header, container.iter_payloads_from(f, header), dec.model_for(header), dec.batch, progress):
         write(data)
@@ -340,11 +385,7 @@ def _decode_stream(coders: _Coders, f, write: Callable[[bytes], Any], progress=N
 
 
 def _progress_total(inp: "_Input") -> int | None:
-    if inp.size is None:
-        return None
-    header = container.peek_header(inp.file)
-    inp.file.seek(0)
-    return header.original_size
+    return inp.header[0].original_size if inp.header is not None else None
 
 
 def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders,
@@ -357,17 +398,28 @@ def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity,
             raise UsageError("--rm with --range would delete the input after decoding part of it")
     progress_on = None if verbosity >= 1 else False
 
+    def dest_for(src: str) -> str | None:
+        if stdout:
+            return None
+        if output is not None:
+            return output
+        base = os.path.basename(src)
+        if not base.endswith(SUFFIX) or base == SUFFIX:
+            raise UsageError(f"unknown suffix, expected {SUFFIX} -- ignored (use -o FILE or -c)")
+        return src[: -len(SUFFIX)]
+
+    if coders.cluster is not None:
+        if span is not None:
+            raise UsageError("--range decodes a few segments here: leave out --cluster")
+        from .cluster_commands import run_decompress
+
+        with coders.cluster_coder() as coder:
+            run_decompress(ctx, coder, names, dest_for, force=force, remove=remove, verbosity=verbosity,
+                           speed=_speed_text, expand=_expand_text)
+
     def one(src: str) -> None:
         shown = _display(src)
-        if stdout:
-            dest = None
-        elif output is not None:
-            dest = output
-        else:
-            base = os.path.basename(src)
-            if not base.endswith(SUFFIX) or base == SUFFIX:
-                raise UsageError(f"unknown suffix, expected {SUFFIX} -- ignored (use -o FILE or -c)")
-            dest = src[: -len(SUFFIX)]
+        dest = dest_for(src)
         if dest is not None:
             _check_dest(src, dest, force)
         with _Input(src, compressed=True, force=force) as inp, _Output(dest, force, inp.st) as out:
@@ -375,7 +427,8 @@ def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity,
             if span is not None and (inp.size is None):
                 raise UsageError("--range needs a .lmz file it can seek in, not a pipe")
             with Progress(_progress_total(inp) if span is None else None, shown, enabled=progress_on) as progress:
-                read, written = _decode_stream(coders, inp.file, out.write, progress, span)  # checksums inside
+                read, written = _decode_stream(coders, inp.file, out.write, progress, span,  # checksums inside
+                                               inp.header)
             seconds = time.monotonic() - t0
             out.commit()
         if remove and dest is not None and src != STDIO:
@@ -392,13 +445,19 @@ def _run_test(ctx, inputs, *, verbosity, coders: _Coders, force: bool = False) -
     if names == [STDIO] and not force and _isatty(_stdin()):
         raise UsageError("no input files (give FILE.lmz..., or - for standard input)")
     progress_on = None if verbosity >= 1 else False
+    if coders.cluster is not None:
+        from .cluster_commands import run_decompress
+
+        with coders.cluster_coder() as coder:
+            run_decompress(ctx, coder, names, lambda src: None, force=force, remove=False, verbosity=verbosity,
+                           speed=_speed_text, expand=_expand_text, test=True)
 
     def one(src: str) -> None:
         shown = _display(src)
         with _Input(src, compressed=True, force=force) as inp:
             t0 = time.monotonic()
             with Progress(_progress_total(inp), shown, enabled=progress_on) as progress:
-                read, written = _decode_stream(coders, inp.file, lambda data: None, progress)
+                read, written = _decode_stream(coders, inp.file, lambda data: None, progress, parsed=inp.header)
             seconds = time.monotonic() - t0
         if verbosity >= 2:
             click.echo(f"{shown}: OK ({_expand_text(read, written)}, {_speed_text(written, seconds)})")
@@ -560,9 +619,10 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
 @_compress_opts
 @_model_opts
 @_batch_opt
+@_cluster_opts
 @click.pass_context
 def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, quiet, verbose, model,
-             window, overlap, segment_size, top_k, adapt, transforms, device, batch):
+             window, overlap, segment_size, top_k, adapt, transforms, device, batch, cluster, workers, worker_cpus):
     """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
     params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k,
@@ -576,7 +636,7 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
         raise UsageError(f"{opts} only apply to compression, not with {modes[0]}")
     if list_:
         _run_info(ctx, files, verbosity=verbosity)
-    coders = _Coders(model, device, batch, params)
+    coders = _Coders(model, device, batch, params, _cluster(cluster, workers, worker_cpus, device))
     if test_:
         _run_test(ctx, files, verbosity=verbosity, coders=coders, force=force)
     run = _run_decompress if decompress else _run_compress
@@ -590,15 +650,18 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
 @click.option("--model", metavar="ID|DIR", help="Model to decode with. [default: the one named in each file]")
 @_model_opts
 @_batch_opt
+@_cluster_opts
 @click.option("--range", "span", type=_Span(), metavar="START:END",
               help="Only original bytes START..END-1 (either may be left out; K/M/G suffixes), decoding only "
                    "the segments that cover them. Needs -c or -o.")
 @click.pass_context
-def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch, span):
+def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch, cluster, workers,
+               worker_cpus, span):
     """Restore FILE from each FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
     _run_decompress(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force,
-                    verbosity=verbosity, coders=_Coders(model, device, batch), span=span)
+                    verbosity=verbosity, span=span,
+                    coders=_Coders(model, device, batch, cluster=_cluster(cluster, workers, worker_cpus, device)))
 
 
 @main.command()
@@ -607,10 +670,12 @@ def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, mod
 @click.option("--model", metavar="ID|DIR", help="Model to decode with. [default: the one named in each file]")
 @_model_opts
 @_batch_opt
+@_cluster_opts
 @click.pass_context
-def test(ctx, files, quiet, verbose, model, device, batch):
+def test(ctx, files, quiet, verbose, model, device, batch, cluster, workers, worker_cpus):
     """Decode each FILE.lmz and verify its checksums; write nothing, print OK per file."""
-    _run_test(ctx, files, verbosity=_verbosity(ctx, verbose, quiet), coders=_Coders(model, device, batch))
+    _run_test(ctx, files, verbosity=_verbosity(ctx, verbose, quiet),
+              coders=_Coders(model, device, batch, cluster=_cluster(cluster, workers, worker_cpus, device)))
 
 
 @main.command()

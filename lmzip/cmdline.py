@@ -157,6 +157,8 @@ class Input:
         self.name, self.compressed, self.force = name, compressed, force
         self.file: Any = None
         self.st: os.stat_result | None = None
+        #: A compressed regular file's (header, payload start), parsed once at opening.
+        self.header: tuple[container.Header, int] | None = None
 
     def __enter__(self) -> "Input":
         if self.name == STDIO:
@@ -170,7 +172,7 @@ class Input:
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), self.name)
             if self.compressed and stat.S_ISREG(st.st_mode):
-                container.peek_header(f)
+                self.header = container.peek(f)
                 f.seek(0)
         except BaseException:
             f.close()

@@ -139,16 +139,25 @@ def windows(n: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]
         start, ctx = start + length - overlap, overlap
 
 
+def segment_end(data: bytes | bytearray, start: int, target: int) -> int:
+    """Where the segment that starts at ``start`` ends: ``target`` bytes on, or just after the
+    last newline in the second half of that span if it has one (the last segment ends with the
+    data). The one cut rule of whole inputs (``split_segments``) and streamed ones
+    (``streaming.Splitter``)."""
+    end = min(len(data), start + target)
+    if end < len(data):
+        nl = data.rfind(b"\n", start + target // 2, end)
+        if nl >= 0:
+            end = nl + 1
+    return end
+
+
 def split_segments(data: bytes | memoryview, target: int) -> list[tuple[int, int]]:
-    """Cut data into (offset, length) pieces of about ``target`` bytes, preferably just after a newline."""
-    out, pos, n = [], 0, len(data)
-    view = memoryview(data)
-    while pos < n:
-        end = min(n, pos + target)
-        if end < n:
-            cut = bytes(view[pos + target // 2 : end]).rfind(b"\n")
-            if cut >= 0:
-                end = pos + target // 2 + cut + 1
+    """Cut data into (offset, length) pieces of about ``target`` bytes (``segment_end``)."""
+    data = bytes(data) if isinstance(data, memoryview) else data
+    out, pos = [], 0
+    while pos < len(data):
+        end = segment_end(data, pos, target)
         out.append((pos, end - pos))
         pos = end
     return out
@@ -298,20 +307,36 @@ def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, pr
     return out.getvalue()
 
 
-def make_header(lm: LoadedModel, p: CodecParams, segments: list[C.Segment], sha256: bytes = b"") -> C.Header:
+@dataclass(frozen=True)
+class ModelStamp:
+    """What a header records of the model: enough for a process without the model (a cluster's
+    driver) to write the header its workers' model implies."""
+
+    id: str
+    sha256: str
+    tokenizer_id: str
+
+    @classmethod
+    def of(cls, lm: LoadedModel) -> "ModelStamp":
+        return cls(lm.id, lm.sha256, lm.tokenizer.tokenizer_id)
+
+
+def make_header(lm: "LoadedModel | ModelStamp", p: CodecParams, segments: list[C.Segment],
+                sha256: bytes = b"") -> C.Header:
     """The header of data coded as ``segments`` with ``lm`` and ``p`` (compression and ``lmzip
     explain`` both write it here); ``sha256`` of the whole data for the legacy layouts (v3 has
     the segments' CRC-32s only)."""
+    stamp = lm if isinstance(lm, ModelStamp) else ModelStamp.of(lm)
     legacy = p.format_version < 3
     return C.Header(
         original_size=sum(s.original_length for s in segments),
         original_sha256=sha256 if legacy else b"",
         segments=segments,
-        model_id=lm.id,
-        model_sha256=bytes.fromhex(lm.sha256),
+        model_id=stamp.id,
+        model_sha256=bytes.fromhex(stamp.sha256),
         # A registered model is named by a hash prefix; the reader's registry knows the rest.
-        model_ref=b"" if legacy or not zoo.is_registered(lm.id) else bytes.fromhex(lm.sha256)[: C.MODEL_REF_SIZE],
-        tokenizer_id=lm.tokenizer.tokenizer_id,
+        model_ref=b"" if legacy or not zoo.is_registered(stamp.id) else bytes.fromhex(stamp.sha256)[: C.MODEL_REF_SIZE],
+        tokenizer_id=stamp.tokenizer_id,
         total_bits=p.total_bits,
         top_k=p.top_k,
         window_tokens=p.window,
@@ -581,4 +606,4 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
     return float(bits), len(ids)
 
 
-__all__ = ["CodecParams", "compress", "make_header", "encode_piece", "check_decodable", "decode_group", "decompress", "decompress_parsed", "windows", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]
+__all__ = ["CodecParams", "compress", "make_header", "encode_piece", "check_decodable", "decode_group", "decompress", "decompress_parsed", "windows", "segment_end", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]

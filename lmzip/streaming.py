@@ -27,7 +27,7 @@ from typing import BinaryIO
 
 from . import container as C
 from . import sniff
-from .codec import CodecParams, Progress, check_decodable, decode_group, encode_piece, make_header
+from .codec import CodecParams, Progress, check_decodable, decode_group, encode_piece, make_header, segment_end
 from .errors import ChecksumError, TrailingDataError, TruncatedError
 from .zoo import LoadedModel
 
@@ -40,20 +40,15 @@ _COPY = 1 << 20
 
 
 class Splitter:
-    """``codec.split_segments`` for data that arrives in pieces: the same cuts (a piece of
-    ``target`` bytes ends after its last newline in the second half, if any)."""
+    """``codec.split_segments`` for data that arrives in pieces: the same cuts (``codec.segment_end``),
+    each made once the bytes after it are known to exist."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.buf = bytearray()
 
     def _cut(self) -> bytes:
-        t = self.target
-        end = min(len(self.buf), t)
-        if end < len(self.buf):
-            nl = self.buf.rfind(b"\n", t // 2, end)
-            if nl >= 0:
-                end = nl + 1
+        end = segment_end(self.buf, 0, self.target)
         piece = bytes(self.buf[:end])
         del self.buf[:end]
         return piece
@@ -104,6 +99,38 @@ class Pieces:
         yield from self._flush()
 
 
+class PieceStream:
+    """The segments of data written in pieces, as (bytes, try the model), cut as the input's size
+    says when it is known (``total``, or learnt when a stream ends within ``PROBE``); only a longer
+    stream of unknown size gets segments of ``STREAM_SEGMENT`` bytes. ``StreamCompressor`` codes
+    them one after another; ``cluster.py`` codes them on many workers, with the same cuts."""
+
+    def __init__(self, params: CodecParams, total: int | None = None) -> None:
+        self.p = params
+        self.pieces = Pieces(params, params.segment_size(total)) if total is not None else None
+        self.probe: bytearray | None = None if total is not None else bytearray()
+
+    def write(self, data) -> Iterator[tuple[bytes, bool]]:
+        data = bytes(data)
+        if self.pieces is None:
+            assert self.probe is not None
+            self.probe += data
+            if len(self.probe) <= PROBE:
+                return
+            # Longer than the read-ahead and still going: the size stays unknown.
+            self.pieces = Pieces(self.p, self.p.segment_size(0) if self.p.segment_bytes else STREAM_SEGMENT)
+            data, self.probe = bytes(self.probe), None
+        yield from self.pieces.feed(data)
+
+    def finish(self) -> Iterator[tuple[bytes, bool]]:
+        if self.pieces is None:  # the whole input fit the read-ahead: its size is known after all
+            assert self.probe is not None
+            data, self.probe = bytes(self.probe), None
+            self.pieces = Pieces(self.p, self.p.segment_size(len(data)))
+            yield from self.pieces.feed(data)
+        yield from self.pieces.finish()
+
+
 class StreamCompressor:
     """Compress data written in pieces into one container (see the module docstring).
 
@@ -115,8 +142,7 @@ class StreamCompressor:
                  progress: Progress | None = None) -> None:
         params.validate(lm.model.cfg.max_context)
         self.lm, self.p, self.progress = lm, params, progress
-        self.pieces = Pieces(params, params.segment_size(total)) if total is not None else None
-        self.probe: bytearray | None = None if total is not None else bytearray()
+        self.pieces = PieceStream(params, total)
         self.segments: list[C.Segment] = []
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
         self.sha = hashlib.sha256() if params.format_version < 3 else None
@@ -133,48 +159,37 @@ class StreamCompressor:
     def write(self, data) -> None:
         if self.finished:
             raise ValueError("write after finish")
-        data = bytes(data)
-        if self.pieces is None:
-            assert self.probe is not None
-            self.probe += data
-            if len(self.probe) <= PROBE:
-                return
-            # Longer than the read-ahead and still going: the size stays unknown.
-            self.pieces = Pieces(self.p, self.p.segment_size(0) if self.p.segment_bytes else STREAM_SEGMENT)
-            data, self.probe = bytes(self.probe), None
-        self._code(self.pieces.feed(data))
+        self._code(self.pieces.write(data))
 
     def finish(self, out: BinaryIO) -> int:
         """Code what is left and write the whole container to ``out``; return the bytes written."""
         if self.finished:
             raise ValueError("finish called twice")
         self.finished = True
-        if self.pieces is None:  # the whole input fit the read-ahead: its size is known after all
-            assert self.probe is not None
-            data, self.probe = bytes(self.probe), None
-            self.pieces = Pieces(self.p, self.p.segment_size(len(data)))
-            self._code(self.pieces.feed(data))
         self._code(self.pieces.finish())
         header = make_header(self.lm, self.p, self.segments, self.sha.digest() if self.sha else b"")
-        prefix = C.encode_prefix(header, self.p.format_version)
-        out.write(prefix)
-        self.spool.seek(0)
-        shutil.copyfileobj(self.spool, out, _COPY)
-        self.spool.close()
-        return len(prefix) + header.payload_total
+        return write_container(out, header, self.p.format_version, self.spool)
 
 
-def iter_decode(header: C.Header, payloads: Iterable[bytes], lm: LoadedModel | None, batch: int = 16,
-                progress: Progress | None = None) -> Iterator[bytes]:
-    """Each segment's decoded, verified bytes in order, from an iterable of its payloads (such as
-    ``container.iter_payloads_from``, which reads them in bounded chunks and checks the file's end).
-    Model-coded segments wait until ``batch`` of them (or ``PENDING_BYTES`` of output) can decode
-    together; the legacy layouts' whole-file SHA-256 is checked after the last segment."""
-    adapt = check_decodable(header, lm)
-    sha = hashlib.sha256() if header.original_sha256 else None
+def write_container(out: BinaryIO, header: C.Header, version: int, spool) -> int:
+    """Write ``header`` and then the payloads spooled in ``spool`` (which is closed); return the
+    bytes written."""
+    prefix = C.encode_prefix(header, version)
+    out.write(prefix)
+    spool.seek(0)
+    shutil.copyfileobj(spool, out, _COPY)
+    spool.close()
+    return len(prefix) + header.payload_total
+
+
+def decode_groups(header: C.Header, payloads: Iterable[bytes], batch: int = 16) -> Iterator[list]:
+    """The file's segments as groups of (index, segment, payload) to decode together, in order:
+    model-coded segments wait until ``batch`` of them (or ``PENDING_BYTES`` of output) can decode
+    in lockstep. A missing payload or trailing data is found before the last group is yielded
+    (before its long decoding)."""
     segs = header.segments
     pending: list = []
-    models = held = produced = 0
+    models = held = 0
     it = iter(payloads)
     for i, seg in enumerate(segs):
         payload = next(it, None)
@@ -184,22 +199,49 @@ def iter_decode(header: C.Header, payloads: Iterable[bytes], lm: LoadedModel | N
         models += seg.method == C.METHOD_LM
         held += seg.original_length
         if models >= batch or held >= PENDING_BYTES or i == len(segs) - 1:
-            if i == len(segs) - 1 and next(it, None) is not None:  # before the last (long) decoding
+            if i == len(segs) - 1 and next(it, None) is not None:
                 raise TrailingDataError("trailing data after the last payload")
-            out = decode_group(header, pending, lm, adapt, batch, progress)
-            for k, _, _ in pending:
-                data = out.pop(k)
-                produced += len(data)
-                if sha is not None:
-                    sha.update(data)
-                yield data
+            yield pending
             pending, models, held = [], 0, 0
     if not segs and next(it, None) is not None:
         raise TrailingDataError("trailing data after the header")
-    if produced != header.original_size:
-        raise ChecksumError(f"decoded {produced} bytes, expected {header.original_size}")
-    if sha is not None and sha.digest() != bytes(header.original_sha256):
-        raise ChecksumError("decoded data does not match the recorded SHA-256")
+
+
+class OutputCheck:
+    """The whole-output checks after every segment verified itself: the total size, and the legacy
+    layouts' whole-file SHA-256."""
+
+    def __init__(self, header: C.Header) -> None:
+        self.header = header
+        self.sha = hashlib.sha256() if header.original_sha256 else None
+        self.produced = 0
+
+    def update(self, data: bytes) -> None:
+        self.produced += len(data)
+        if self.sha is not None:
+            self.sha.update(data)
+
+    def finish(self) -> None:
+        if self.produced != self.header.original_size:
+            raise ChecksumError(f"decoded {self.produced} bytes, expected {self.header.original_size}")
+        if self.sha is not None and self.sha.digest() != bytes(self.header.original_sha256):
+            raise ChecksumError("decoded data does not match the recorded SHA-256")
+
+
+def iter_decode(header: C.Header, payloads: Iterable[bytes], lm: LoadedModel | None, batch: int = 16,
+                progress: Progress | None = None) -> Iterator[bytes]:
+    """Each segment's decoded, verified bytes in order, from an iterable of its payloads (such as
+    ``container.iter_payloads_from``, which reads them in bounded chunks and checks the file's end),
+    decoded group by group (``decode_groups``)."""
+    adapt = check_decodable(header, lm)
+    check = OutputCheck(header)
+    for group in decode_groups(header, payloads, batch):
+        out = decode_group(header, group, lm, adapt, batch, progress)
+        for k, _, _ in group:
+            data = out.pop(k)
+            check.update(data)
+            yield data
+    check.finish()
 
 
 class SegmentReader:

@@ -96,6 +96,22 @@ def test_compress_decompress_files_round_trip(tmp_path, model):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
 
 
+def test_decompress_and_test_parse_the_header_once(tmp_path, model, monkeypatch):
+    src = tmp_path / "a.txt"
+    src.write_bytes(TEXT)
+    assert run("compress", "--model", model, *SMALL, src).exit_code == 0
+    src.unlink()
+    calls = []
+    real = container.peek
+    monkeypatch.setattr(container, "peek", lambda source: calls.append(1) or real(source))
+    for args in (["decompress", "--model", model, f"{src}.lmz"], ["test", "--model", model, f"{src}.lmz"]):
+        calls.clear()
+        r = run(*args)
+        assert r.exit_code == 0, r.output
+        assert len(calls) == 1, args  # at opening (Input), not again for progress or decoding
+    assert src.read_bytes() == TEXT
+
+
 @settings(max_examples=25)
 @given(data=st.binary(max_size=400))
 def test_any_bytes_round_trip_through_stdin_and_stdout(model, data):

@@ -36,6 +36,23 @@ def test_splitter_cuts_as_split_segments(data, target, rng):
     assert pieces == [data[o : o + n] for o, n in codec.split_segments(data, target)]
 
 
+@pytest.mark.parametrize("data, start, target, end", [
+    (b"aaaa\nbbbbbb", 0, 8, 5),  # the newline in the second half: cut after it
+    (b"aa\naaaaaaaaa", 0, 8, 8),  # only in the first half: a full target
+    (b"aaaa\nbb\nbbbb", 0, 8, 8),  # the last newline of the span, not the first
+    (b"abcdefghijklmn", 0, 8, 8),  # none at all
+    (b"abc\n", 0, 8, 4),  # the data ends first
+    (b"xxxxxxxxaaaa\nbbbbbb", 8, 8, 13),  # from a later start
+    (b"aaaaaaa\n", 0, 8, 8),  # the newline is the span's last byte
+])
+def test_segment_end_rule(data, start, target, end):
+    assert codec.segment_end(data, start, target) == end
+    # The rule from first principles, beside the implementation.
+    span_end = min(len(data), start + target)
+    nls = [i for i in range(start + target // 2, span_end) if data[i:i + 1] == b"\n"]
+    assert end == (span_end if span_end == len(data) or not nls else nls[-1] + 1)
+
+
 @pytest.mark.parametrize("opts", [LM, SMALL, dict(SMALL, adapt=False)])
 def test_written_in_pieces_is_byte_identical_to_whole(tiny, opts):
     comp = lmzip.Compressor(tiny, **opts)
