@@ -165,6 +165,9 @@ _io_opts = _options(
                  help="Remove inputs once their output is complete and verified. Default: keep them."),
     click.option("-f", "--force", is_flag=True,
                  help="Overwrite existing outputs; write compressed data to a terminal; compress *.lmz."),
+    click.option("-r", "--recursive", is_flag=True,
+                 help="Directories: every file below them (compressing: those without the .lmz suffix; "
+                      "decompressing: those with it), in sorted order."),
 )
 _compress_opts = _options(
     click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]"),
@@ -249,10 +252,28 @@ class _Coders:
         return self._decompressor
 
 
+def _walk(names: list[str], compressing: bool) -> list[str]:
+    """``-r``: each directory replaced by the files below it that the command takes."""
+    out = []
+    for name in names:
+        if name == STDIO or not os.path.isdir(name):
+            out.append(name)
+            continue
+        for root, dirs, files in os.walk(name):
+            dirs.sort()
+            for f in sorted(files):
+                path = os.path.join(root, f)
+                if os.path.isfile(path) and not os.path.islink(path) and f.endswith(SUFFIX) != compressing:
+                    out.append(path)
+    return out
+
+
 def _plan(inputs: tuple[str, ...], output: str | None, to_stdout: bool, remove: bool, force: bool,
-          compressing: bool, verbosity: int) -> tuple[list[str], bool, str | None]:
+          compressing: bool, verbosity: int, recursive: bool = False) -> tuple[list[str], bool, str | None]:
     """Validate the I/O options; return (inputs, write to stdout?, output name)."""
-    names = list(inputs)
+    names = _walk(list(inputs), compressing) if recursive else list(inputs)
+    if recursive and inputs and not names:
+        raise UsageError("no files to " + ("compress" if compressing else "decompress") + " below the directories given")
     if not names:
         if _isatty(_stdin()):
             raise UsageError("no input files (give FILE..., or - for standard input); see lmzip --help")
@@ -297,8 +318,9 @@ def _speed_text(nbytes: int, seconds: float) -> str:
     return f"{human_duration(seconds) if seconds >= 60 else f'{seconds:.2f}s'}, {human_bytes(rate)}/s"
 
 
-def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders) -> NoReturn:
-    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, True, verbosity)
+def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders,
+                  recursive: bool = False) -> NoReturn:
+    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, True, verbosity, recursive)
     progress_on = None if verbosity >= 1 else False
 
     def dest_for(src: str) -> str | None:
@@ -389,8 +411,8 @@ def _progress_total(inp: "_Input") -> int | None:
 
 
 def _run_decompress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, coders: _Coders,
-                    span: tuple[int, int | None] | None = None) -> NoReturn:
-    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, False, verbosity)
+                    span: tuple[int, int | None] | None = None, recursive: bool = False) -> NoReturn:
+    names, stdout, output = _plan(inputs, output, to_stdout, remove, force, False, verbosity, recursive)
     if span is not None:
         if not stdout and output is None:
             raise UsageError("--range writes part of a file: give -c or -o FILE")
@@ -621,7 +643,7 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
 @_batch_opt
 @_cluster_opts
 @click.pass_context
-def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, quiet, verbose, model,
+def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, recursive, quiet, verbose, model,
              window, overlap, segment_size, top_k, adapt, transforms, device, batch, cluster, workers, worker_cpus):
     """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
@@ -640,7 +662,8 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
     if test_:
         _run_test(ctx, files, verbosity=verbosity, coders=coders, force=force)
     run = _run_decompress if decompress else _run_compress
-    run(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force, verbosity=verbosity, coders=coders)
+    run(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force, verbosity=verbosity, coders=coders,
+        recursive=recursive)
 
 
 @main.command()
@@ -655,12 +678,12 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
               help="Only original bytes START..END-1 (either may be left out; K/M/G suffixes), decoding only "
                    "the segments that cover them. Needs -c or -o.")
 @click.pass_context
-def decompress(ctx, files, to_stdout, output, remove, force, quiet, verbose, model, device, batch, cluster, workers,
-               worker_cpus, span):
+def decompress(ctx, files, to_stdout, output, remove, force, recursive, quiet, verbose, model, device, batch, cluster,
+               workers, worker_cpus, span):
     """Restore FILE from each FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
     _run_decompress(ctx, files, output=output, to_stdout=to_stdout, remove=remove, force=force,
-                    verbosity=verbosity, span=span,
+                    verbosity=verbosity, span=span, recursive=recursive,
                     coders=_Coders(model, device, batch, cluster=_cluster(cluster, workers, worker_cpus, device)))
 
 

@@ -96,6 +96,28 @@ def test_compress_decompress_files_round_trip(tmp_path, model):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
 
 
+def test_recursive_directories(tmp_path, model):
+    tree = {"a.txt": TEXT, "sub/b.txt": b"second file\n" * 30, "sub/deeper/c.log": b"", "sub/old.lmz": b"x"}
+    for name, data in tree.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    r = run("compress", "-q", "--model", model, *SMALL, tmp_path / "sub")
+    assert r.exit_code == 5 and "directory" in r.stderr  # without -r: refused, as gzip does
+    r = run("compress", "-q", "-r", "--model", model, *SMALL, tmp_path)
+    assert r.exit_code == 0, r.output
+    made = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.lmz"))
+    assert made == ["a.txt.lmz", "sub/b.txt.lmz", "sub/deeper/c.log.lmz", "sub/old.lmz"]  # .lmz left alone
+    for name in ("a.txt", "sub/b.txt", "sub/deeper/c.log"):
+        (tmp_path / name).unlink()
+    r = run("decompress", "-q", "-r", "--model", model, tmp_path / "sub")
+    assert r.exit_code == 2  # sub/old.lmz is not a .lmz file; the others still decode
+    for name in ("sub/b.txt", "sub/deeper/c.log"):
+        assert (tmp_path / name).read_bytes() == tree[name]
+    (tmp_path / "empty").mkdir()
+    r = run("compress", "-q", "-r", tmp_path / "empty")
+    assert r.exit_code == 4 and "no files" in r.stderr
+
+
 def test_decompress_and_test_parse_the_header_once(tmp_path, model, monkeypatch):
     src = tmp_path / "a.txt"
     src.write_bytes(TEXT)

@@ -274,6 +274,11 @@ def test_cli_compress_decompress_test_on_the_cluster(cluster, tiny, tmp_path):
     r = runner.invoke(main, ["decompress", "-q", "-f", *args, *[str(p) + ".lmz" for p in paths]])
     assert r.exit_code == 0, r.output
     assert all(p.read_bytes() == originals[p] for p in paths)
+    # -r: a directory becomes one .lmz per file, as locally.
+    r = runner.invoke(main, ["compress", "-q", "-f", "-r", "--segment-size", "2K", *args, str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    for p in paths:
+        assert (tmp_path / (p.name + ".lmz")).read_bytes() == expected[p]
     # --rm: inputs go only once their outputs decode back to them.
     for p in paths:
         (tmp_path / (p.name + ".lmz")).unlink()
