@@ -3,7 +3,7 @@
     python tests/make_vectors.py            # tiny-model vectors
     python tests/make_vectors.py --teacher  # also the teacher vector (slow: the 135M model on CPU)
 
-The device-* vectors were coded on a GPU by benchmarks/device_check.py (--out); they are
+The device-* vectors were coded on a GPU by benchmarks/device_check.py (--out; now benchmarks/gpu_check.py); they are
 kept as they are, so the CPU keeps proving it decodes what CUDA encoded.
 """
 

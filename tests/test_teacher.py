@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from lmzip.exact_model import TOTAL_BITS
@@ -102,3 +103,45 @@ def _tensors(teacher):
     from safetensors.torch import load_file
 
     return load_file(str(teacher.path / "model.safetensors"))
+
+
+# The teacher's tables hashed over committed texts (tests/vectors/teacher-digest.json holds the
+# CPU's digest, so a device is compared with it without a CPU run beside it; benchmarks/gpu_check.py
+# recomputes it on the GPU).
+DIGEST_TEXTS = ["teacher-small.orig", "device-readme.orig", "device-code.orig"]
+DIGEST_TOKENS = 600
+
+
+def _table_digest(rows) -> str:
+    import hashlib
+
+    from lmzip.codec import to_numpy
+
+    return hashlib.sha256(np.ascontiguousarray(to_numpy(rows), dtype=np.int32).tobytes()).hexdigest()
+
+
+@pytest.mark.teacher
+def test_teacher_tables_match_the_committed_digest(teacher):
+    """Three ways of evaluating, one result, equal to the committed digest: the full forward, stream 1
+    of a batch of three, and the decoder's path (uneven prefill chunks, then single steps)."""
+    import json
+    from pathlib import Path
+
+    vectors = Path(__file__).resolve().parent / "vectors"
+    ref = json.loads((vectors / "teacher-digest.json").read_text())
+    text = b"".join((vectors / name).read_bytes() for name in DIGEST_TEXTS)
+    ids = np.asarray(teacher.tokenizer.encode(text)[:DIGEST_TOKENS], dtype=np.int64)
+    model = teacher.model
+    full = _table_digest(model.frequencies(ids[None])[0])
+    cache = model.new_cache(3, DIGEST_TOKENS)
+    others = ids[::-1].copy()
+    h = model.hidden(cache, np.stack([others, ids, np.roll(others, 7)]))
+    batch = _table_digest(np.concatenate([np.asarray(model.head_frequencies(h[1, i:i + 128]))
+                                          for i in range(0, DIGEST_TOKENS, 128)]))
+    cache = model.new_cache(1, DIGEST_TOKENS)
+    rows, pos = [], 0
+    for n in [37, 200, 113] + [1] * 50:
+        rows.append(np.asarray(model.step(cache, ids[None, pos:pos + n])[0]))
+        pos += n
+    rows.append(np.asarray(model.step(cache, ids[None, pos:])[0]))
+    assert full == batch == _table_digest(np.concatenate(rows)) == ref["full"]
