@@ -49,3 +49,42 @@ def write_tiny_model(directory: str | Path, seed: int = 0, **shape) -> Path:
     save_exact(directory / WEIGHTS, exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
     ByteTokenizer().save(directory / TOKENIZER_DIR)
     return directory
+
+
+def tiny_bpe(text: bytes, n_merges: int = 200, missing: bytes = b"\x04\x06"):
+    """A small byte-level BPE learnt from ``text`` (SmolLM2's layout: one special token, the byte
+    tokens, then the merges in order, merge r making id ``base + r``; the bytes in ``missing`` get no
+    token, so the escapes are exercised). For tests of tokenizer-dependent code without the teacher."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from .tokenizer import BPETokenizer, bytes_to_unicode
+
+    b2u = bytes_to_unicode()
+    gone = {b2u[b] for b in missing}
+    alphabet = [b2u[b] for b in range(256) if b2u[b] not in gone]
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
+    trainer = trainers.BpeTrainer(vocab_size=1 + len(alphabet) + n_merges + len(gone), initial_alphabet=alphabet,
+                                  special_tokens=["<|endoftext|>"], show_progress=False)
+    hf.train_from_iterator([text.decode("utf-8", "replace")], trainer=trainer)
+    tokens = ["<|endoftext|>"] + alphabet
+    merges: list[tuple[str, str]] = []
+    for m in json.loads(hf.to_str())["model"]["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if len(merges) < n_merges and not (set(a + b) & gone):
+            merges.append((a, b))
+            tokens.append(a + b)
+    return BPETokenizer(tokens, merges, [3] + [1] * (len(tokens) - 1), pre="smollm", escape_id=0, bos_id=0)
+
+
+def write_tiny_bpe_model(directory: str | Path, tokenizer, seed: int = 0, **shape) -> Path:
+    """A model directory with random weights over ``tokenizer``'s vocabulary (e.g. ``tiny_bpe``)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg, w = random_llama(seed, vocab_size=tokenizer.vocab_size, **shape)
+    save_exact(directory / WEIGHTS, exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
+    tokenizer.save(directory / TOKENIZER_DIR)
+    return directory
