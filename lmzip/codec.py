@@ -39,6 +39,11 @@ AUTO_STREAMS = 16
 FORWARD_CHUNK = 1024
 GIVE_UP_AFTER = 2048  # tokens coded before the encoder may give a segment up
 CACHE_TOKEN_SLOTS = 16 * 2048  # a decoding batch holds at most this many windows' tokens (~1.5 GB for the teacher)
+# What a decoding stream holds besides the cache grows with its segment's tokens: the adaptive
+# predictor's n-gram and match state and the tokens themselves, ~120 bytes a token measured
+# (benchmarks/text_memory.py: 16 streams of 256K tokens, 552 MB). A batch holds at most this much.
+STREAM_BYTES_PER_TOKEN = 128
+STREAM_STATE_BUDGET = 1 << 30
 # The native runtime's fused loops (model rows predicted, coded and learned in one call per slice);
 # False takes the same steps one call at a time, so tests can watch the predictor between tokens.
 FUSED = True
@@ -547,6 +552,15 @@ def check_decodable(header: C.Header, lm: LoadedModel | None) -> AdaptParams | N
     return adapt
 
 
+def lockstep_streams(batch: int, window: int, token_counts: list[int]) -> int:
+    """How many streams decode together: at most ``batch``, as the KV cache's bound allows
+    (``CACHE_TOKEN_SLOTS``), and as the streams' own state allows (``STREAM_STATE_BUDGET`` for the
+    longest segment's tokens). The result cannot depend on it; only memory and speed do."""
+    longest = max(token_counts, default=0)
+    by_state = STREAM_STATE_BUDGET // max(1, longest * STREAM_BYTES_PER_TOKEN)
+    return max(1, min(batch, CACHE_TOKEN_SLOTS // max(1, window), by_state))
+
+
 def decode_group(header: C.Header, items: list, lm: LoadedModel | None, adapt: AdaptParams | None,
                  batch: int = 16, progress: Progress | None = None) -> dict[int, bytes]:
     """Decode some segments of a file checked by ``check_decodable``: ``items`` are
@@ -564,7 +578,7 @@ def decode_group(header: C.Header, items: list, lm: LoadedModel | None, adapt: A
     if not lm_segments:
         return out
     # Keys/values cost ~46 KB per token slot for the teacher: bound the cache, not just the streams.
-    batch = max(1, min(batch, CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
+    batch = lockstep_streams(batch, header.window_tokens, [seg.token_count for _, seg, _ in lm_segments])
     native = is_native(lm) and FUSED
     for b0 in range(0, len(lm_segments), batch):
         # Decoders and predictors (~1.5 MB each for the teacher) exist for one batch at a time.

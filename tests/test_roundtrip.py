@@ -79,6 +79,21 @@ def test_decoding_batch_size_does_not_matter(tiny):
     assert outs == {data}
 
 
+def test_lockstep_streams_bounded_by_cache_and_stream_state(tiny, monkeypatch):
+    from lmzip import codec
+
+    assert codec.lockstep_streams(16, 4096, [280_000] * 20) == 8  # the KV cache's bound
+    assert codec.lockstep_streams(16, 512, [1000] * 3) == 16
+    per = codec.STREAM_STATE_BUDGET // codec.STREAM_BYTES_PER_TOKEN
+    assert codec.lockstep_streams(16, 512, [per // 4, 10]) == 4  # the longest stream's state
+    assert codec.lockstep_streams(16, 512, [per * 10]) == 1 and codec.lockstep_streams(16, 512, []) == 16
+    # A tight budget changes how many streams step together, never the bytes.
+    data = b"The quick brown fox jumps over the lazy dog. " * 30
+    blob = lmzip.Compressor(tiny, **dict(LM, segment_size=200)).compress(data)
+    monkeypatch.setattr(codec, "STREAM_STATE_BUDGET", 300 * codec.STREAM_BYTES_PER_TOKEN)
+    assert lmzip.Decompressor(tiny, batch=16).decompress(blob) == data
+
+
 def test_model_mismatch_is_refused(tmp_path, small, tiny):
     other = zoo.load(write_tiny_model(tmp_path / "other", seed=99))
     blob = lmzip.Compressor(tiny, **LM).compress(b"hello hello hello hello")
