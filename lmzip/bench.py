@@ -717,23 +717,8 @@ class _BenchCommand(click.Command):
     handling applies."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        import signal
-
-        saved = {}
-        for name in ("SIGTERM", "SIGHUP"):
-            if hasattr(signal, name):
-                try:
-                    saved[name] = signal.signal(getattr(signal, name), cmdline.on_signal)
-                except (ValueError, OSError):  # not the main thread, or not allowed
-                    pass
-        try:
+        with cmdline.signals_as_interrupts():
             return self._main(args, prog_name, complete_var, standalone_mode, **extra)
-        finally:
-            for name, handler in saved.items():
-                try:
-                    signal.signal(getattr(signal, name), handler)
-                except (ValueError, OSError, TypeError):
-                    pass
 
     def _main(self, args, prog_name, complete_var, standalone_mode, **extra) -> Any:
         def interrupted(exc: click.Abort) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import time
 from typing import Any, Callable, NoReturn
 
@@ -30,7 +29,7 @@ from .errors import (EXIT_ERROR, EXIT_FORMAT, EXIT_INTERRUPT, EXIT_MODEL, EXIT_O
                      LmzipError, TrailingDataError, TruncatedError, UsageError, run_standalone)
 from .cmdline import (
     Signalled as _Signalled,
-    on_signal as _on_signal,
+    signals_as_interrupts,
     Fatal as _Fatal,
     say_error as _say_error,
     report as _report,
@@ -107,14 +106,6 @@ class LmzipGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        saved = {}
-        for name in ("SIGTERM", "SIGHUP"):
-            if hasattr(signal, name):
-                try:
-                    saved[name] = signal.signal(getattr(signal, name), _on_signal)
-                except (ValueError, OSError):  # not the main thread, or not allowed
-                    pass
-
         def interrupted(exc: click.Abort) -> int:
             _say_error(None, "interrupted")
             cause = exc.__cause__ or exc.__context__
@@ -126,14 +117,8 @@ class LmzipGroup(click.Group):
             except _EXPECTED as exc:  # raised outside the per-file loops (e.g. while writing help)
                 return _report(exc, None)
 
-        try:
+        with signals_as_interrupts():
             return run_standalone(run, interrupted, standalone_mode)
-        finally:
-            for name, handler in saved.items():
-                try:
-                    signal.signal(getattr(signal, name), handler)
-                except (ValueError, OSError, TypeError):
-                    pass
 
 
 def _verbosity(ctx: click.Context, verbose: int, quiet: int) -> int:

@@ -8,9 +8,11 @@ and ``bench.py`` use it, so safe output and error mapping exist once.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import signal
 import stat
 import sys
 import tempfile
@@ -35,6 +37,27 @@ class Signalled(KeyboardInterrupt):
 
 def on_signal(signum, frame) -> NoReturn:
     raise Signalled(signum)
+
+
+@contextlib.contextmanager
+def signals_as_interrupts():
+    """While the block runs, SIGTERM and SIGHUP raise ``Signalled`` (so temporary outputs are
+    removed as on Ctrl-C); the previous handlers come back after it."""
+    saved = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            try:
+                saved[name] = signal.signal(getattr(signal, name), on_signal)
+            except (ValueError, OSError):  # not the main thread, or not allowed
+                pass
+    try:
+        yield
+    finally:
+        for name, handler in saved.items():
+            try:
+                signal.signal(getattr(signal, name), handler)
+            except (ValueError, OSError, TypeError):
+                pass
 
 
 class Fatal(Exception):

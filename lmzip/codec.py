@@ -31,6 +31,7 @@ from .adapt import AdaptParams, AdaptivePredictor, token_classes
 from .coder import TokenDecoder, TokenEncoder
 from .draft import Drafter
 from .errors import FormatError, ModelMismatchError
+from .schedule import windows  # noqa: F401 - codec.windows, as before
 from .zoo import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of original bytes just finished
@@ -126,23 +127,6 @@ def new_decoder(lm: LoadedModel, data: bytes, total_bits: int, top_k: int):
 
         return NativeTokenDecoder(data, total_bits=total_bits, top_k=top_k)
     return TokenDecoder(data, total_bits=total_bits, top_k=top_k)
-
-
-def windows(n: int, window: int, overlap: int) -> Iterator[tuple[int, int, int]]:
-    """Schedule over the inputs s[0..n-1] of s = [BOS] + tokens (input i predicts tokens[i]).
-
-    Yields (start, context, length): the model reads s[start : start + length] from position
-    0 and codes the predictions of rows context..length-1, i.e. tokens[start + context : start + length].
-    """
-    start, ctx = 0, 0
-    while True:
-        length = min(window, n - start)
-        if length <= ctx:
-            return
-        yield start, ctx, length
-        if start + length >= n:
-            return
-        start, ctx = start + length - overlap, overlap
 
 
 def segment_end(data: bytes | bytearray, start: int, target: int) -> int:

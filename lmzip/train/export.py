@@ -20,6 +20,7 @@ import numpy as np
 from ..convert import exact_config, exact_tensors
 from ..gguf_import import LlamaConfig
 from ..model_spec import save_exact
+from ..schedule import windows
 from ..zoo import TOKENIZER_DIR, WEIGHTS
 
 
@@ -129,20 +130,6 @@ def dequantized_module(directory: str | Path):
     return Llama.from_gguf_weights(cfg, w)
 
 
-def _windows(n: int, window: int, overlap: int):
-    """codec.windows (the encoder's schedule), restated so that this module needs no coder:
-    (start, context, length) over the inputs [BOS] + ids[:-1]."""
-    start, ctx = 0, 0
-    while True:
-        length = min(window, n - start)
-        if length <= ctx:
-            return
-        yield start, ctx, length
-        if start + length >= n:
-            return
-        start, ctx = start + length - overlap, overlap
-
-
 def exact_bits_per_byte(directory: str | Path, data: bytes, device: str = "cpu") -> dict:
     """Ideal code length of ``data`` (one segment, the model alone, the encoder's default windows)
     under the exported model on the exact runtime: native on the CPU where built, else the torch
@@ -171,7 +158,7 @@ def exact_bits_per_byte(directory: str | Path, data: bytes, device: str = "cpu")
     window = min(4096, model.cfg.max_context)
     overlap = min(1024, window // 4)
     bits = 0.0
-    for start, ctx, length in _windows(n, window, overlap):
+    for start, ctx, length in windows(n, window, overlap):
         cache = model.new_cache(1, length)
         h = model.hidden(cache, s[None, start : start + length])
         for r0 in range(ctx, length, 256):
