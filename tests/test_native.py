@@ -166,9 +166,12 @@ def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level
     letters = rng.integers(0, vocab, alphabet)
     seq = letters[rng.integers(0, alphabet, n)]
     seq = np.concatenate([seq, seq[: n // 2]])  # a repeat for the match model
-    scale = rng.choice([10, 3000, 60000])
+    # 2**28: logits clamped below the maximum; 2**33: wider than the uint32 lanes (the int64 path)
+    scale = rng.choice([10, 3000, 60000, 2**28, 2**33])
     for i, y in enumerate(seq.tolist()):
         z = rng.integers(-scale, scale, vocab)
+        if scale == 2**33:  # entries 2**32 and a little below the maximum: they must not wrap around
+            z[: vocab // 4] = z.max() - 2**32 + rng.integers(-20000, 20000, vocab // 4)
         assert np.array_equal(nat.predict(z), ref.predict(z)), i
         ref.update(y)
         nat.update(y)
@@ -225,6 +228,42 @@ def test_coder_at_full_vocab_with_escapes():
         dec = NativeTokenDecoder(data, top_k=top_k)
         assert [dec.decode(r) for r in rows] == syms.tolist()
         dec.check_end()
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**31), top_k=st.sampled_from([1, 2, 16, 64, 100]), level=st.sampled_from(LEVELS),
+       kind=st.sampled_from(["ties", "few_values", "spread"]))
+def test_candidates_of_wide_rows_with_ties(seed, top_k, level, kind):
+    """Rows wide enough for the block search of the top-k candidates (V > 2 * 64 * top_k), with
+    ties at the threshold that must resolve by id: the bytes equal the specification's."""
+    _native.set_dense_level(level)
+    rng = np.random.default_rng(seed)
+    V = int(rng.integers(2 * 64 * top_k + 1, 2 * 64 * top_k + 3000))
+    syms, rows = [], []
+    for _ in range(6):
+        if kind == "ties":  # all ones but a few: the k-th candidate is a 1 chosen by id
+            r = np.ones(V, dtype=np.int64)
+            hot = rng.choice(V, size=int(rng.integers(0, 2 * top_k)), replace=False)
+            r[hot] = rng.integers(2, 50, size=hot.size)
+        elif kind == "few_values":
+            r = rng.choice([1, 2, 3, 500], size=V).astype(np.int64)
+        else:
+            r = rng.integers(1, 4000, size=V).astype(np.int64)
+        r[int(rng.integers(0, V))] += (1 << 24) - int(r.sum())  # sums to 2**24 (entries stay >= 1)
+        if r.min() < 1:
+            continue
+        rows.append(r)
+        syms.append(int(rng.integers(0, V)) if rng.random() < 0.5 else int(np.argmax(r)))
+    if not rows:
+        return
+    syms, rows = np.asarray(syms), np.stack(rows)
+    enc = NativeTokenEncoder(24, top_k)
+    enc.encode_many(syms, rows.astype(np.int32))
+    data = enc.finish()
+    assert data == ref_encode(syms, rows, 24, top_k)
+    dec = NativeTokenDecoder(data, 24, top_k)
+    assert [dec.decode(r) for r in rows.astype(np.int32)] == syms.tolist()
+    dec.check_end()
 
 
 def _decode_all(dec_cls, data: bytes, rows, top_k: int):

@@ -4,6 +4,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <functional>
 #include <stdexcept>
 
 namespace lmz {
@@ -103,7 +104,62 @@ std::string words_to_bytes(const std::vector<uint32_t>& w) {
 
 // -- candidate selection -------------------------------------------------------------------------
 
+namespace {
+
+// Entries ordered by (frequency desc, id asc): a strict total order, so the k best are one set.
+struct Cand {
+  int32_t f, id;
+};
+inline bool better(const Cand& a, const Cand& b) { return a.f > b.f || (a.f == b.f && a.id < b.id); }
+
+// The k best of row through its block maxima: T, the k-th largest block maximum, is at most the
+// k-th largest entry (k blocks reach T, each with an entry of its own), so the k best are among
+// the entries > T, which lie in the fewer than k blocks whose maximum exceeds T, and the entries
+// == T, of which the k first by id are enough. Only blocks with a maximum >= T are read.
+void top_k_by_blocks(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs) {
+  thread_local std::vector<int32_t> bm, heap, hits;
+  thread_local std::vector<Cand> cand;
+  const DenseKernels& K = dense();
+  const int nb = (V + TOPK_BLOCK - 1) / TOPK_BLOCK;
+  bm.resize(size_t(nb));
+  K.block_max32(row, V, bm.data());
+  // T: the k-th largest block maximum, through a min-heap of the k largest (most are rejected)
+  heap.assign(bm.begin(), bm.begin() + k);
+  std::make_heap(heap.begin(), heap.end(), std::greater<int32_t>());
+  for (int b = k; b < nb; ++b)
+    if (bm[size_t(b)] > heap.front()) {
+      std::pop_heap(heap.begin(), heap.end(), std::greater<int32_t>());
+      heap.back() = bm[size_t(b)];
+      std::push_heap(heap.begin(), heap.end(), std::greater<int32_t>());
+    }
+  const int32_t T = heap.front();
+  cand.clear();
+  hits.resize(TOPK_BLOCK);
+  int equal = 0;
+  for (int b = 0; b < nb; ++b) {
+    if (bm[size_t(b)] < T || (bm[size_t(b)] == T && equal >= k)) continue;
+    const int i0 = b * TOPK_BLOCK;
+    const int nh = K.select_ge32(row + i0, std::min(V - i0, TOPK_BLOCK), T, hits.data());
+    for (int h = 0; h < nh; ++h) {
+      const int i = i0 + hits[size_t(h)];
+      if (row[i] > T) {
+        cand.push_back({row[i], i});
+      } else if (equal < k) {
+        cand.push_back({row[i], i});
+        ++equal;
+      }
+    }
+  }
+  if (cand.size() < size_t(k)) throw std::logic_error("top-k block search found too few candidates");
+  if (cand.size() > size_t(k)) std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), better);
+  std::sort(cand.begin(), cand.begin() + k, better);
+  for (int i = 0; i < k; ++i) ids[i] = cand[size_t(i)].id, freqs[i] = cand[size_t(i)].f;
+}
+
+}  // namespace
+
 void select_top_k(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs) {
+  if (k >= 1 && (V + TOPK_BLOCK - 1) / TOPK_BLOCK > 2 * k) return top_k_by_blocks(row, V, k, ids, freqs);
   if (k <= 256) return dense().top_k(row, V, k, ids, freqs);
   // A min-heap of the k best (freq, -id) so far; ids are scanned in ascending order, so a later
   // entry must have a strictly larger frequency to displace the heap's minimum.

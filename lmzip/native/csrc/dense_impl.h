@@ -182,19 +182,63 @@ void d_top_k(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs) {
 
 // ---- the adaptive predictor's passes on int32 rows (predictor.cpp explains the bounds) ----------
 
-// zb = (u >> 14) + max(z - zmax, -2**29); returns max(zb). Logits more than 2**29 below the
-// maximum land on the exp table's final 0 either way, so the clamp changes no result.
-int32_t d_biased32(const int32_t* u, const int64_t* z, int64_t zmax, int32_t* zb, int n) {
-  int32_t m = INT32_MIN;
-  const int64_t lo = -(int64_t(1) << 29);
+// The biased teacher's weights are et = exp[min(max(zb) - zb, last)] with zb = (u >> 14) +
+// max(z - max(z), -2**29) (u: the unigram bias plus the previous token's bigram row, |u| < 2**31;
+// the clamp keeps zb in int32). With w = (u >> 14) + z this is et = exp[min(max(w) - w, last)]:
+// |u >> 14| < 2**17, so the maximum of zb sits at an unclamped entry, where zb = w - max(z),
+// and a clamped entry is more than 2**29 - 2**18 > last below it either way. Pass one keeps w's
+// low 32 bits and its range; when max(w) - min(w) < 2**32, pass two computes max(w) - w exactly
+// in uint32 lanes.
+void d_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin) {
+  int64_t a = INT64_MIN, b = INT64_MAX;
   for (int i = 0; i < n; ++i) {
-    int64_t d = z[i] - zmax;
-    d = d < lo ? lo : d;
-    const int32_t v = (u[i] >> 14) + int32_t(d);
-    zb[i] = v;
-    m = v > m ? v : m;
+    const int64_t w = int64_t(u[i] >> 14) + z[i];
+    q[i] = int32_t(uint32_t(uint64_t(w)));
+    a = w > a ? w : a;
+    b = w < b ? w : b;
   }
-  return m;
+  *wmax = a;
+  *wmin = b;
+}
+
+// et = table[min(top - q, last)] in uint32 arithmetic (top: max(w)'s low 32 bits); *sum = sum(et).
+int64_t d_exp_rel(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n) {
+  int64_t s = 0;
+  for (int i = 0; i < n; ++i) {
+    uint32_t d = uint32_t(top) - uint32_t(q[i]);
+    d = d < uint32_t(last) ? d : uint32_t(last);
+    const int32_t v = table[d];
+    et[i] = v;
+    s += v;
+  }
+  return s;
+}
+
+// First index i with row[i] == x (n if none).
+int d_find32(const int32_t* row, int n, int32_t x) {
+  for (int i = 0; i < n; ++i)
+    if (row[i] == x) return i;
+  return n;
+}
+
+// Indices i < n with row[i] >= thr, ascending; returns their count.
+int d_select_ge32(const int32_t* row, int n, int32_t thr, int32_t* out) {
+  int c = 0;
+  for (int i = 0; i < n; ++i)
+    if (row[i] >= thr) out[c++] = i;
+  return c;
+}
+
+// Maxima of the row's blocks of TOPK_BLOCK entries (the last block may be short): the coder's
+// candidate search reads only the blocks that can hold a candidate.
+void d_block_max32(const int32_t* row, int n, int32_t* bm) {
+  const int nb = (n + TOPK_BLOCK - 1) / TOPK_BLOCK;
+  for (int b = 0; b < nb; ++b) {
+    const int i0 = b * TOPK_BLOCK, i1 = i0 + TOPK_BLOCK < n ? i0 + TOPK_BLOCK : n;
+    int32_t m = row[i0];
+    for (int i = i0 + 1; i < i1; ++i) m = row[i] > m ? row[i] : m;
+    bm[b] = m;
+  }
 }
 
 // et = table[min(mx - zb, last)]; *sum = sum(et), *arg = first index of max(et).

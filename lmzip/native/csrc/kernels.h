@@ -94,6 +94,9 @@ struct Kernels {
   int64_t (*weights)(const WeightArgs&);
 };
 
+// The coder's candidate search works on blocks of this many entries of a row.
+constexpr int TOPK_BLOCK = 64;
+
 // Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.
 struct DenseKernels {
   int64_t (*max)(const int64_t* x, int n);
@@ -110,7 +113,11 @@ struct DenseKernels {
   int32_t (*min32)(const int32_t* row, int n);
   int (*select_ge)(const int64_t* f, int64_t thr, int n, int32_t* out);
   void (*top_k)(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs);
-  int32_t (*biased32)(const int32_t* u, const int64_t* z, int64_t zmax, int32_t* zb, int n);
+  void (*bias_logits)(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin);
+  int64_t (*exp_rel)(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n);
+  int (*find32)(const int32_t* row, int n, int32_t x);
+  void (*block_max32)(const int32_t* row, int n, int32_t* bm);
+  int (*select_ge32)(const int32_t* row, int n, int32_t thr, int32_t* out);
   void (*exp32)(const int32_t* zb, int32_t mx, const int32_t* table, int32_t last, int32_t* et, int n, int64_t* sum,
                 int* arg);
   void (*teacher_sums)(const int32_t* et, int n, int64_t r, int sh, int64_t* fsum, int64_t* st);

@@ -71,6 +71,102 @@ void x_exp32(const int32_t* zb, int32_t mx, const int32_t* table, int32_t last, 
   *arg = a;
 }
 
+inline __m256i max64(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(b, a)); }
+inline int64_t hmax64(__m256i v) {
+  int64_t l[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), v);
+  int64_t m = l[0];
+  for (int i = 1; i < 4; ++i) m = l[i] > m ? l[i] : m;
+  return m;
+}
+// u[i..i+3] >> 14 as 4 x int64
+inline __m256i ushr64(const int32_t* u) {
+  return _mm256_cvtepi32_epi64(_mm_srai_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)), 14));
+}
+
+inline __m256i min64(__m256i a, __m256i b) { return _mm256_blendv_epi8(a, b, _mm256_cmpgt_epi64(a, b)); }
+
+void x_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin) {
+  const __m256i low_halves = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  __m256i a0 = _mm256_set1_epi64x(INT64_MIN), a1 = a0, b0 = _mm256_set1_epi64x(INT64_MAX), b1 = b0;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w0 = _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(z + i)), ushr64(u + i));
+    const __m256i w1 = _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(z + i + 4)), ushr64(u + i + 4));
+    a0 = max64(a0, w0);
+    a1 = max64(a1, w1);
+    b0 = min64(b0, w0);
+    b1 = min64(b1, w1);
+    const __m128i p0 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(w0, low_halves));
+    const __m128i p1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(w1, low_halves));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_inserti128_si256(_mm256_castsi128_si256(p0), p1, 1));
+  }
+  int64_t a = hmax64(max64(a0, a1));
+  int64_t l[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), min64(b0, b1));
+  int64_t b = l[0];
+  for (int j = 1; j < 4; ++j) b = l[j] < b ? l[j] : b;
+  for (; i < n; ++i) {
+    const int64_t w = int64_t(u[i] >> 14) + z[i];
+    q[i] = int32_t(uint32_t(uint64_t(w)));
+    a = w > a ? w : a;
+    b = w < b ? w : b;
+  }
+  *wmax = a;
+  *wmin = b;
+}
+
+int64_t x_exp_rel(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n) {
+  const __m256i vtop = _mm256_set1_epi32(top), vlast = _mm256_set1_epi32(last), mask = _mm256_set1_epi64x(0xffffffffLL);
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i d = _mm256_min_epu32(_mm256_sub_epi32(vtop, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i))), vlast);
+    const __m256i v = _mm256_i32gather_epi32(table, d, 4);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(et + i), v);
+    s0 = _mm256_add_epi64(s0, _mm256_and_si256(v, mask));
+    s1 = _mm256_add_epi64(s1, _mm256_srli_epi64(v, 32));
+  }
+  int64_t l[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi64(s0, s1));
+  int64_t s = l[0] + l[1] + l[2] + l[3];
+  for (; i < n; ++i) {
+    uint32_t d = uint32_t(top) - uint32_t(q[i]);
+    d = d < uint32_t(last) ? d : uint32_t(last);
+    const int32_t v = table[d];
+    et[i] = v;
+    s += v;
+  }
+  return s;
+}
+
+int x_find32(const int32_t* row, int n, int32_t x) {
+  const __m256i vx = _mm256_set1_epi32(x);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)), vx)));
+    if (m) return i + __builtin_ctz(unsigned(m));
+  }
+  for (; i < n; ++i)
+    if (row[i] == x) return i;
+  return n;
+}
+
+int x_select_ge32(const int32_t* row, int n, int32_t thr, int32_t* out) {
+  const __m256i t = _mm256_set1_epi32(thr > INT32_MIN ? thr - 1 : thr);  // >= thr as > thr - 1
+  int c = 0, i = 0;
+  for (; thr > INT32_MIN && i + 8 <= n; i += 8) {
+    int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)), t)));
+    while (m) {
+      out[c++] = i + __builtin_ctz(unsigned(m));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; ++i)
+    if (row[i] >= thr) out[c++] = i;
+  return c;
+}
+
 // Per 8 lanes of et: the 64-bit values of its even and odd lanes (as 4 x 64 each).
 inline void split64(__m256i v, __m256i& even, __m256i& odd) {
   even = _mm256_and_si256(v, _mm256_set1_epi64x(0xffffffffLL));
@@ -99,6 +195,27 @@ void x_teacher_sums(const int32_t* et, int n, int64_t r, int sh, int64_t* fsum, 
   }
   *fsum = F;
   *st = S;
+}
+
+int64_t x_teacher_out(const int32_t* et, int n, int64_t r, int32_t* out) {
+  const __m256i rv = _mm256_set1_epi64x(r), one = _mm256_set1_epi32(1);
+  __m256i fa = _mm256_setzero_si256();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i x = mulhi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(et + i)), rv);  // each < 2**32
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_add_epi32(x, one));
+    fa = _mm256_add_epi64(fa, _mm256_add_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(x)),
+                                               _mm256_cvtepu32_epi64(_mm256_extracti128_si256(x, 1))));
+  }
+  int64_t a[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), fa);
+  int64_t F = a[0] + a[1] + a[2] + a[3];
+  for (; i < n; ++i) {
+    const int64_t x = int64_t((uint64_t(uint32_t(et[i])) * uint64_t(r)) >> 32);
+    out[i] = int32_t(x + 1);
+    F += x;
+  }
+  return F;
 }
 
 // g = ((et >> sh) * dense) >> sh2 on 4 x 64-bit lanes (g < 2**33, see predictor.cpp).
@@ -199,7 +316,7 @@ int x_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr
 
 const DenseKernels dense_avx2 = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
                                 d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k,
-                                d_biased32, x_exp32, x_teacher_sums, d_teacher_out, x_mix_sum_arg, x_mix_out,
+                                x_bias_logits, x_exp_rel, x_find32, d_block_max32, x_select_ge32, x_exp32, x_teacher_sums, x_teacher_out, x_mix_sum_arg, x_mix_out,
                                 x_unigram_step32, d_select_teacher, d_clip32,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
 

@@ -85,48 +85,47 @@ int64_t Predictor::teacher_f(int v) const {
 
 void Predictor::biased(const int64_t* z) {
   // zb = unigram (+ the bigram row of the previous token), >> BIAS_FRAC, + z (or (z*beta) >> 12);
-  // et = exp[min(max(zb) - zb, last)]. Held relative to the maximum in int32 (logits more than
-  // 2**29 below it saturate the table either way). The bigram row is sparse: its entries are redone.
+  // et = exp[min(max(zb) - zb, last)]. The bigram row is sparse: it is added to the unigram bias
+  // in place for these passes and taken out again (the sum stays below 2**31).
   const DenseKernels& K = dense();
   const BigramRow* row = nullptr;
   if (!history_.empty()) {
     auto it = bigram_.find(history_.back());
     if (it != bigram_.end() && !it->second.keys.empty()) row = &it->second;
   }
-  const int64_t lo = -(int64_t(1) << 29);
-  int32_t mx;
+  if (row)
+    for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] += int32_t(row->vals[i]);
+  const int32_t last = int32_t(exp32_.size()) - 1;
+  bool done = false;
   if (beta_ == BETA_ONE) {
-    const int64_t zmax = K.max(z, V_);
-    mx = K.biased32(unigram_.data(), z, zmax, zb_.data(), V_);
-    if (row) {
-      bool lowered = false;
-      for (size_t i = 0; i < row->keys.size(); ++i) {
-        const int32_t v = row->keys[i];
-        const int64_t u = int64_t(unigram_[size_t(v)]) + row->vals[i];
-        const int32_t nv = int32_t((u >> BIAS_FRAC) + std::max(z[v] - zmax, lo));
-        lowered |= zb_[size_t(v)] == mx && nv < mx;
-        zb_[size_t(v)] = nv;
-      }
-      if (lowered) {
-        mx = INT32_MIN;
-        for (int v = 0; v < V_; ++v) mx = std::max(mx, zb_[size_t(v)]);
-      } else {
-        for (int32_t v : row->keys) mx = std::max(mx, zb_[size_t(v)]);
-      }
+    // et = exp[min(max(w) - w, last)] with w = (u >> 14) + z (dense_impl.h derives it), in
+    // uint32 lanes when w spans less than 2**32 (any real model's logits)
+    int64_t wmax, wmin;
+    K.bias_logits(z, unigram_.data(), V_, zb_.data(), &wmax, &wmin);
+    if (uint64_t(wmax) - uint64_t(wmin) < (uint64_t(1) << 32)) {
+      const int32_t top = int32_t(uint32_t(uint64_t(wmax)));
+      sum_t_ = K.exp_rel(zb_.data(), top, exp32_.data(), last, et_.data(), V_);
+      arg_t_ = K.find32(zb_.data(), V_, top);  // et's first maximum: d == 0 there only
+      done = true;
     }
-  } else {  // a learned temperature: int64 throughout, then relative to the maximum
+  }
+  if (!done) {
+    // A learned temperature, or logits spanning 2**32 or more: the formula in int64, then
+    // relative to the maximum in int32 (more than 2**29 below it saturates the table either way).
+    const int64_t lo = -(int64_t(1) << 29);
     zb64_.resize(size_t(V_));
-    for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
-    if (row)
-      for (size_t i = 0; i < row->keys.size(); ++i) {
-        const int32_t v = row->keys[i];
-        zb64_[size_t(v)] = ((int64_t(unigram_[size_t(v)]) + row->vals[i]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
-      }
+    if (beta_ == BETA_ONE) {
+      const int64_t zmax = K.max(z, V_);
+      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + std::max(z[v] - zmax, lo);
+    } else {
+      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
+    }
     const int64_t m64 = K.max(zb64_.data(), V_);
     for (int v = 0; v < V_; ++v) zb_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
-    mx = 0;
+    K.exp32(zb_.data(), 0, exp32_.data(), last, et_.data(), V_, &sum_t_, &arg_t_);
   }
-  K.exp32(zb_.data(), mx, exp32_.data(), int32_t(exp32_.size()) - 1, et_.data(), V_, &sum_t_, &arg_t_);
+  if (row)
+    for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] -= int32_t(row->vals[i]);
 }
 
 void Predictor::predict(const int64_t* z, int32_t* out) {
