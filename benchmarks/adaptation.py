@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lmzip import transforms, zoo
-from lmzip.adapt import AdaptParams
-from lmzip.codec import CodecParams, coded_rows, new_predictor, to_numpy
+from lmzip.coding import transforms
+from lmzip.model import zoo
+from lmzip.predict.adapt import AdaptParams
+from lmzip.coding.codec import CodecParams, coded_rows, new_predictor, to_numpy
 
 OFF = dict(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False)
 VARIANTS = {

@@ -6,7 +6,7 @@
 For each input: sizes and seconds of lmzip (default model and settings, round trip checked),
 `xz -9e` and `zstd -19` (the command-line tools), and lmzip's size against the better of the two
 (the target: at most 1.001). Segments that do not look like text never reach the model
-(lmzip/sniff.py); runs of them are coded whole by the smallest of stored, zstd and xz.
+(lmzip/coding/sniff.py); runs of them are coded whole by the smallest of stored, zstd and xz.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lmzip  # noqa: E402
-from lmzip import zoo  # noqa: E402
+from lmzip.model import zoo  # noqa: E402
 
 CORPORA = Path(os.environ.get("LMZIP_CORPORA", ROOT.parent / "shared" / "corpora"))
 

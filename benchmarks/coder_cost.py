@@ -1,4 +1,4 @@
-"""Cost of lmzip.coder at V=49152: ms per token (encode, decode) and size overhead vs ideal.
+"""Cost of lmzip.coding.coder at V=49152: ms per token (encode, decode) and size overhead vs ideal.
 
 Rows are synthetic but shaped like a language model's: a Zipf-like prior over a random
 permutation of the vocabulary plus per-row noise, with a per-row temperature so that the
@@ -23,7 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from lmzip.coder import TokenDecoder, TokenEncoder, _stage2_index, _stage2_weights, ideal_bits, select_top_k
+from lmzip.coding.coder import (
+    TokenDecoder,
+    TokenEncoder,
+    _stage2_index,
+    _stage2_weights,
+    ideal_bits,
+    select_top_k,
+)
 
 
 def lm_like_rows(n: int, v: int, total_bits: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

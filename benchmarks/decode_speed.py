@@ -1,4 +1,4 @@
-"""Decoding speed with and without guessed tokens (lmzip/draft.py), on the same .lmz.
+"""Decoding speed with and without guessed tokens (lmzip/predict/draft.py), on the same .lmz.
 
     python benchmarks/decode_speed.py FILE... [--bytes N] [--model ID] [--device cpu] [--no-adapt]
 
@@ -15,7 +15,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from lmzip import codec, container, zoo
+from lmzip.coding import codec, container
+from lmzip.model import zoo
 from lmzip.api import Compressor
 
 

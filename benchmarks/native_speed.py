@@ -33,8 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lmzip import native, zoo  # noqa: E402
-from lmzip.codec import to_numpy  # noqa: E402
+from lmzip import native
+from lmzip.model import zoo  # noqa: E402
+from lmzip.coding.codec import to_numpy  # noqa: E402
 from lmzip.testing import load_with_runtime  # noqa: E402
 
 TEXT = ROOT / "tests" / "vectors" / "teacher-small.orig"
@@ -101,8 +102,8 @@ def bench_forward(lm, runtime: str, window: int, part: int) -> float:
 
 
 def bench_predictor(lm, runtime: str, n: int) -> float:
-    from lmzip import codec
-    from lmzip.adapt import AdaptParams
+    from lmzip.coding import codec
+    from lmzip.predict.adapt import AdaptParams
 
     m = lm.model
     toks = text_tokens(lm, n + 1)
@@ -125,7 +126,7 @@ def bench_predictor(lm, runtime: str, n: int) -> float:
 
 
 def bench_load(runtime: str) -> float:
-    code = ("import time; t = time.perf_counter(); from lmzip import zoo; lm = zoo.load('smollm2-135m'); "
+    code = ("import time; t = time.perf_counter(); from lmzip.model import zoo; lm = zoo.load('smollm2-135m'); "
             "print(time.perf_counter() - t, type(lm.model).__name__)")
     env = dict(os.environ, LMZIP_RUNTIME=runtime)
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)  # the model cache warm

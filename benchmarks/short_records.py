@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import lmzip  # noqa: E402
-from lmzip import zoo  # noqa: E402
+from lmzip.model import zoo  # noqa: E402
 
 DATA = ROOT / "benchmarks" / "data"
 LICENSES = Path("/usr/share/common-licenses")

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import native_speed as ns  # noqa: E402
 
-from lmzip import zoo  # noqa: E402
-from lmzip.convert import exact_config, exact_tensors, random_llama  # noqa: E402
-from lmzip.model_spec import save_exact  # noqa: E402
+from lmzip.model import zoo  # noqa: E402
+from lmzip.model.convert import exact_config, exact_tensors, random_llama  # noqa: E402
+from lmzip.model.model_spec import save_exact  # noqa: E402
 from lmzip.native.model import load_native  # noqa: E402
 
 # The teacher, then lmzip/train/configs' students (xs, s, m, t), then neighbours worth a look.
@@ -52,7 +52,7 @@ def parse(spec: str) -> dict:
 
 def tokenizer_for(vocab: int):
     try:
-        from lmzip.tokenizer import load_tokenizer
+        from lmzip.model.tokenizer import load_tokenizer
         from lmzip.train.config import VocabSpec
         from lmzip.train.vocab import make_vocab
 

@@ -97,8 +97,8 @@ unpack() {
     LMZIP_THREADS=${LMZIP_THREADS:-1} "$PY" - "$dest" <<'EOF'
 import json, sys
 from pathlib import Path
-from lmzip import zoo
-from lmzip.tokenizer import load_tokenizer
+from lmzip.model import zoo
+from lmzip.model.tokenizer import load_tokenizer
 from lmzip.train.config import VocabSpec
 from lmzip.train.vocab import make_vocab
 import lmzip

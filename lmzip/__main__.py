@@ -1,5 +1,5 @@
 """``python -m lmzip``: the same as the ``lmzip`` command."""
 
-from .cli import main
+from .commands.cli import main
 
 main()

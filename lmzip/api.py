@@ -16,9 +16,10 @@ import io
 import os
 from typing import BinaryIO
 
-from . import codec, container, streaming, zoo
-from .adapt import AdaptParams
-from .codec import CodecParams, Progress
+from .coding import codec, container, streaming
+from .model import zoo
+from .predict.adapt import AdaptParams
+from .coding.codec import CodecParams, Progress
 from .errors import FormatError, ModelError, UsageError
 
 ModelSpec = str | os.PathLike | zoo.LoadedModel | None

@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import container as C
-from .codec import CodecParams, ModelStamp, make_header
+from .coding import container as C
+from .coding.codec import CodecParams, ModelStamp, make_header
 from .errors import LmzipError, ModelError, UsageError
-from .streaming import SPOOL_MEMORY, OutputCheck, PieceStream, decode_groups, write_container
+from .coding.streaming import SPOOL_MEMORY, OutputCheck, PieceStream, decode_groups, write_container
 
 DEPTH = 2  # calls queued per worker, so that the next one is there when a call finishes
 MAX_ATTEMPTS = 4  # workers a call is tried on before the job fails
@@ -96,13 +96,13 @@ class Worker:
         return info
 
     def encode(self, chunk: bytes, text: bool) -> tuple[C.Segment, bytes]:
-        from .codec import encode_piece
+        from .coding.codec import encode_piece
 
         c = self._compressor()
         return encode_piece(c.model, chunk, text, c.params)
 
     def decode(self, header: C.Header, group: list) -> list[bytes]:
-        from .codec import check_decodable, decode_group
+        from .coding.codec import check_decodable, decode_group
 
         d = self._decompressor()
         lm = d.model_for(header)
@@ -618,7 +618,7 @@ class ClusterCoder:
                        ) -> list[tuple[str, str | BaseException]]:
         """Compress each path into path.lmz (atomically; an existing output needs ``force``);
         return (path, output path or the error) per input."""
-        from .cmdline import SUFFIX, Input, Output, check_dest
+        from .commands.cmdline import SUFFIX, Input, Output, check_dest
 
         def source(src: str) -> Source:
             def open_():
@@ -644,7 +644,7 @@ class ClusterCoder:
     def decompress_files(self, paths: Iterable[str | os.PathLike], *, force: bool = False
                          ) -> list[tuple[str, str | BaseException]]:
         """Restore each path.lmz into path (atomically); return (path, output path or the error)."""
-        from .cmdline import SUFFIX, Input, Output, check_dest
+        from .commands.cmdline import SUFFIX, Input, Output, check_dest
 
         def source(src: str) -> Source:
             def open_():

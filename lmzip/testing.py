@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .convert import exact_config, exact_tensors, random_llama
-from .model_spec import save_exact
-from .tokenizer import ByteTokenizer
-from .zoo import TOKENIZER_DIR, WEIGHTS
+from .model.convert import exact_config, exact_tensors, random_llama
+from .model.model_spec import save_exact
+from .model.tokenizer import ByteTokenizer
+from .model.zoo import TOKENIZER_DIR, WEIGHTS
 
 
 def tiny_model(seed: int = 0, **shape):
     """An in-memory exact model (the torch reference) with random weights (byte vocabulary unless
     ``vocab_size`` is given)."""
-    from .exact_model import ExactModel
+    from .model.exact_model import ExactModel
 
     cfg, w = random_llama(seed, **shape)
     return ExactModel(exact_config(cfg, cfg.max_context), exact_tensors(cfg, w))
@@ -23,7 +23,7 @@ def load_with_runtime(spec, runtime: str):
     """``zoo.load(spec)`` on the given runtime ("native" or "reference"), whatever LMZIP_RUNTIME says."""
     import os
 
-    from . import zoo
+    from .model import zoo
 
     old = os.environ.get("LMZIP_RUNTIME")
     os.environ["LMZIP_RUNTIME"] = runtime
@@ -59,7 +59,7 @@ def tiny_bpe(text: bytes, n_merges: int = 200, missing: bytes = b"\x04\x06"):
 
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    from .tokenizer import BPETokenizer, bytes_to_unicode
+    from .model.tokenizer import BPETokenizer, bytes_to_unicode
 
     b2u = bytes_to_unicode()
     gone = {b2u[b] for b in missing}

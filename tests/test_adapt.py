@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import adapt, codec, container, transforms, zoo
-from lmzip.adapt import AdaptParams, AdaptivePredictor
-from lmzip.exact_model import normalize_frequencies
-from lmzip.luts import exp_table
+from lmzip.predict import adapt
+from lmzip.coding import codec, container, transforms
+from lmzip.model import zoo
+from lmzip.predict.adapt import AdaptParams, AdaptivePredictor
+from lmzip.model.exact_model import normalize_frequencies
+from lmzip.model.luts import exp_table
 
 EXP = exp_table(10, 30)
 SMALL = dict(window=48, overlap=16, segment_size=160, fallback=False)

@@ -11,7 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from lmzip import bench, corpora
+from lmzip.commands import bench, corpora
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -224,7 +224,7 @@ def test_bench_bad_model_is_one_line_and_leaves_outputs_alone(tmp_path, two_file
 
     from lmzip.native.weights import open_safetensors
     from lmzip.testing import write_tiny_model
-    from lmzip.zoo import WEIGHTS
+    from lmzip.model.zoo import WEIGHTS
 
     model = write_tiny_model(tmp_path / "bad-model", seed=5)
     meta, _ = open_safetensors(model / WEIGHTS)
@@ -243,7 +243,7 @@ def test_bench_bad_model_is_one_line_and_leaves_outputs_alone(tmp_path, two_file
 
 @pytest.mark.parametrize("signum, code", [(None, 130), (15, 143)])
 def test_bench_interrupted_leaves_no_partial_output(tmp_path, two_files, monkeypatch, signum, code):
-    from lmzip import cmdline
+    from lmzip.commands import cmdline
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt() if signum is None else cmdline.Signalled(signum)
@@ -384,7 +384,7 @@ def test_copy_of_corpus_dir_via_env(corpora_dir, tmp_path, monkeypatch):
 
 
 def test_registered_under_the_lmzip_group(two_files, monkeypatch):
-    from lmzip import cli
+    from lmzip.commands import cli
 
     monkeypatch.setitem(cli.main.commands, "bench", bench.bench_command)  # as cli.py registers it
     runner = _runner()

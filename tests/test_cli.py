@@ -21,9 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import api, cli, container, zoo
-from lmzip.cli import main
-from lmzip.progress import Progress, human_bytes, human_duration
+from lmzip import api
+from lmzip.commands import cli
+from lmzip.coding import container
+from lmzip.model import zoo
+from lmzip.commands.cli import main
+from lmzip.commands.progress import Progress, human_bytes, human_duration
 
 SMALL = ["--window", "64", "--overlap", "16"]
 TEXT = b"The quick brown fox jumps over the lazy dog.\n" * 20 + "naïve café ✓\r\n".encode() * 5
@@ -208,7 +211,7 @@ def test_version_and_help():
         assert cmd in r.stdout
         assert run(cmd, "--help").exit_code == 0
     # the defaults the help text states are the codec's
-    from lmzip.codec import CodecParams
+    from lmzip.coding.codec import CodecParams
 
     text = " ".join(run("compress", "--help").stdout.split())
     for opt, value in (("--window", CodecParams.window), ("--overlap", CodecParams.overlap),
@@ -253,7 +256,7 @@ def test_rm_removes_input_only_after_verified_success(tmp_path, model, monkeypat
     assert src.exists()
     (tmp_path / "r.txt.lmz").unlink()
     # a verification that finds a difference keeps the input and writes nothing
-    from lmzip import streaming
+    from lmzip.coding import streaming
 
     real = streaming.iter_decode
     monkeypatch.setattr(streaming, "iter_decode", lambda *a, **k: [*real(*a, **k), b"!"])
@@ -281,7 +284,7 @@ def test_interrupted_compression_leaves_no_partial_output(tmp_path, model, monke
     src = tmp_path / "i.txt"
     src.write_bytes(TEXT)
 
-    from lmzip import streaming
+    from lmzip.coding import streaming
 
     def interrupted(self, data):
         self.progress(len(data) // 2)
@@ -303,7 +306,7 @@ def test_sigterm_removes_the_temporary_output(tmp_path, model, monkeypatch):
     src = tmp_path / "s.txt"
     src.write_bytes(TEXT)
 
-    from lmzip import streaming
+    from lmzip.coding import streaming
 
     def terminated(self, data):
         assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temp file exists now
@@ -488,7 +491,7 @@ def test_models_list_offline(tmp_path, monkeypatch):
 
 def _lmzip(*args, input: bytes | None = None, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, LMZIP_HOME=str(Path(cwd or ".") / "lmzhome"))
-    return subprocess.run([sys.executable, "-c", "from lmzip.cli import main; main()", *map(os.fspath, args)],
+    return subprocess.run([sys.executable, "-c", "from lmzip.commands.cli import main; main()", *map(os.fspath, args)],
                           input=input, capture_output=True, cwd=cwd, env=env, timeout=300)
 
 

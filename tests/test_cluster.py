@@ -22,7 +22,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from lmzip import api  # noqa: E402
 from lmzip import cluster as CL  # noqa: E402
-from lmzip.cli import main  # noqa: E402
+from lmzip.commands.cli import main  # noqa: E402
 from lmzip.testing import write_tiny_model  # noqa: E402
 
 OPTIONS = dict(segment_size=2048)

@@ -1,4 +1,4 @@
-"""Tests for lmzip/coder.py: two-stage range coding of integer frequency rows with constriction.
+"""Tests for lmzip/coding/coder.py: two-stage range coding of integer frequency rows with constriction.
 
 The pure-Python reference below (``ref_encode``) is the executable spec of the coded format: it
 re-implements constriction 0.5's ``RangeEncoder`` (u32 words, u64 state, 24-bit precision) and
@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmzip.coder import (
+from lmzip.coding.coder import (
     CONSTRICTION_PRECISION,
     TokenDecoder,
     TokenEncoder,
@@ -339,7 +339,7 @@ def test_input_types_and_single_encode_agree():
 
 def test_tensor_rows_path_agrees(monkeypatch):
     """Rows on an accelerator stay torch tensors in ``encode_many``; emulate that on the CPU."""
-    from lmzip import coder
+    from lmzip.coding import coder
 
     syms, rows = lm_rows(40, 2000, seed=4)
     syms[::3] = 1999 - syms[::3]

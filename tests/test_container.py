@@ -1,4 +1,4 @@
-"""Tests for the byte-level .lmz container (lmzip/container.py, docs/FORMAT.md)."""
+"""Tests for the byte-level .lmz container (lmzip/coding/container.py, docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmzip import container as C
-from lmzip.container import (
+from lmzip.coding import container as C
+from lmzip.coding.container import (
     FORMAT_VERSION,
     MAGIC,
     METHOD_LM,

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmzip import container as C
-from lmzip import sniff
-from lmzip.container import METHOD_LM, METHOD_STORED, METHOD_XZ, METHOD_ZSTD, Header, Segment
+from lmzip.coding import container as C
+from lmzip.coding import sniff
+from lmzip.coding.container import METHOD_LM, METHOD_STORED, METHOD_XZ, METHOD_ZSTD, Header, Segment
 from lmzip.errors import BadMagicError, FormatError, TruncatedError, UnsupportedVersionError
 
 FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -224,7 +224,7 @@ def test_every_header_byte_is_sealed():
 
 
 def test_registry_prefixes_are_unique():
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     refs = [bytes.fromhex(m.sha256)[: C.MODEL_REF_SIZE] for m in zoo.registry()]
     assert len(set(refs)) == len(refs)

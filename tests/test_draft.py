@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import codec, zoo
-from lmzip.adapt import AdaptParams
-from lmzip.draft import MIN_STREAK, Drafter
+from lmzip.coding import codec
+from lmzip.model import zoo
+from lmzip.predict.adapt import AdaptParams
+from lmzip.predict.draft import MIN_STREAK, Drafter
 
 
 def test_drafter_guesses_a_continuation_only_after_it_repeated():

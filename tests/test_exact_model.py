@@ -13,10 +13,10 @@ from torch.overrides import TorchFunctionMode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmzip import luts
-from lmzip.convert import exact_config, exact_tensors, random_llama
-from lmzip.exact_model import TOTAL_BITS, ExactModel, load_exact, normalize_frequencies
-from lmzip.float_model import FloatLlama
+from lmzip.model import luts
+from lmzip.model.convert import exact_config, exact_tensors, random_llama
+from lmzip.model.exact_model import TOTAL_BITS, ExactModel, load_exact, normalize_frequencies
+from lmzip.model.float_model import FloatLlama
 from lmzip.testing import tiny_model
 
 VECTORS = Path(__file__).parent / "vectors"

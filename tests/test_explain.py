@@ -27,12 +27,20 @@ import pytest
 from click.testing import CliRunner
 
 import lmzip
-from lmzip import container, zoo
-from lmzip import adapt
-from lmzip.codec import CodecParams, lm_cost_bits
-from lmzip.explain import adaptation_lines, explain, explain_command, render_html, render_terminal, token_label
-from lmzip.explain.analysis import _align
-from lmzip.explain.visible import _visible
+from lmzip.coding import container
+from lmzip.model import zoo
+from lmzip.predict import adapt
+from lmzip.coding.codec import CodecParams, lm_cost_bits
+from lmzip.commands.explain import (
+    adaptation_lines,
+    explain,
+    explain_command,
+    render_html,
+    render_terminal,
+    token_label,
+)
+from lmzip.commands.explain.analysis import _align
+from lmzip.commands.explain.visible import _visible
 
 WINDOW, OVERLAP = 64, 16
 SMALL = ["--window", str(WINDOW), "--overlap", str(OVERLAP)]
@@ -354,7 +362,7 @@ def test_html_renders_in_chromium(lm, params, tmp_path):
 
 
 def test_html_to_stdout_and_as_lmzip_subcommand(lm, tmp_path):
-    from lmzip import cli
+    from lmzip.commands import cli
 
     f = tmp_path / "t.txt"
     f.write_bytes(TEXT)

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import container
+from lmzip.coding import container
 from lmzip.errors import LmzipError
 
 DATA = b"fields under attack: counts, lengths and parameters. " * 5 + b"\x00\xff binary tail"
@@ -138,7 +138,7 @@ def test_coder_parameters_the_model_cannot_honour_are_format_errors(tiny, blobs)
 
 def test_token_count_beyond_what_the_payload_holds_is_refused_at_once(tiny, blobs):
     """A claim backed by as many claimed bytes, one token more than the payload can hold."""
-    from lmzip.codec import max_tokens
+    from lmzip.coding.codec import max_tokens
 
     header, payloads, version = blobs[0]
     k = next(i for i, s in enumerate(header.segments) if s.method == container.METHOD_LM)
@@ -156,7 +156,7 @@ def test_token_count_beyond_what_the_payload_holds_is_refused_at_once(tiny, blob
 def test_a_payload_that_runs_out_stops_the_decoder(tiny, blobs):
     """A real payload under the largest claim it allows: after its own tokens the decoder reads
     zeros, and stops as soon as it has read past the end more than a valid stream can."""
-    from lmzip.codec import max_tokens
+    from lmzip.coding.codec import max_tokens
 
     header, payloads, version = blobs[1]  # the model alone: its tokens past the end are not free
     k = next(i for i, s in enumerate(header.segments) if s.method == container.METHOD_LM)
@@ -179,7 +179,7 @@ def test_the_decoder_stops_a_few_words_past_the_payload(runtime):
     import numpy as np
 
     from lmzip import native
-    from lmzip.coder import MAX_OVERREAD, TokenDecoder, TokenEncoder
+    from lmzip.coding.coder import MAX_OVERREAD, TokenDecoder, TokenEncoder
 
     if runtime == "native" and not native.available():
         pytest.skip("no native runtime")

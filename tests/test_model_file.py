@@ -12,12 +12,18 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from lmzip import native
-from lmzip.convert import exact_config, exact_tensors, random_llama
+from lmzip.model.convert import exact_config, exact_tensors, random_llama
 from lmzip.errors import ModelError
-from lmzip.model_spec import MAX_CONTEXT, NUMERICS_VERSION, ExactConfig, check_tensors, tensor_specs
+from lmzip.model.model_spec import (
+    MAX_CONTEXT,
+    NUMERICS_VERSION,
+    ExactConfig,
+    check_tensors,
+    tensor_specs,
+)
 from lmzip.native.weights import open_safetensors
 from lmzip.testing import load_with_runtime, write_tiny_model
-from lmzip.zoo import WEIGHTS
+from lmzip.model.zoo import WEIGHTS
 
 
 def _torch_available() -> bool:
@@ -121,7 +127,7 @@ def test_in_memory_weights_are_checked_too(runtime):
     if runtime == "native":
         from lmzip.native.model import NativeModel as Model
     else:
-        from lmzip.exact_model import ExactModel as Model
+        from lmzip.model.exact_model import ExactModel as Model
     with pytest.raises(ModelError, match="embed.scale"):
         Model(ec, bad)
     if runtime == "reference":

@@ -14,13 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import adapt, codec, container, native
-from lmzip.adapt import AdaptParams, AdaptivePredictor
-from lmzip.coder import TokenDecoder, TokenEncoder
-from lmzip.convert import exact_config, exact_tensors, random_llama
+from lmzip.predict import adapt
+from lmzip.coding import codec, container
+from lmzip import native
+from lmzip.predict.adapt import AdaptParams, AdaptivePredictor
+from lmzip.coding.coder import TokenDecoder, TokenEncoder
+from lmzip.model.convert import exact_config, exact_tensors, random_llama
 from lmzip.errors import FormatError
-from lmzip.exact_model import ExactModel
-from lmzip.luts import exp_table
+from lmzip.model.exact_model import ExactModel
+from lmzip.model.luts import exp_table
 from lmzip.testing import load_with_runtime
 
 pytestmark = pytest.mark.skipif(not native.available(), reason=f"native runtime not built: {native.unavailable_reason()}")

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 import lmzip
 from conftest import RUNTIMES
 from lmzip.testing import load_with_runtime
-from lmzip import codec, container, zoo
+from lmzip.coding import codec, container
+from lmzip.model import zoo
 from lmzip.errors import LmzipError, ModelError, ModelMismatchError
 from lmzip.testing import write_tiny_model
 
@@ -80,7 +81,7 @@ def test_decoding_batch_size_does_not_matter(tiny):
 
 
 def test_lockstep_streams_bounded_by_cache_and_stream_state(tiny, monkeypatch):
-    from lmzip import codec
+    from lmzip.coding import codec
 
     assert codec.lockstep_streams(16, 4096, [280_000] * 20) == 8  # the KV cache's bound
     assert codec.lockstep_streams(16, 512, [1000] * 3) == 16

@@ -1,4 +1,4 @@
-"""Streaming with bounded memory and random access (lmzip/streaming.py, api.LmzFile, the CLI)."""
+"""Streaming with bounded memory and random access (lmzip/coding/streaming.py, api.LmzFile, the CLI)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lmzip
-from lmzip import codec, container, streaming
-from lmzip.cli import main
+from lmzip.coding import codec, container, streaming
+from lmzip.commands.cli import main
 from lmzip.errors import LmzipError, TrailingDataError, TruncatedError
 
 SMALL = dict(window=48, overlap=16, segment_size=200)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lmzip.exact_model import TOTAL_BITS
-from lmzip.float_model import FloatLlama, float_weights_from_exact
-from lmzip.gguf_import import LlamaConfig
+from lmzip.model.exact_model import TOTAL_BITS
+from lmzip.model.float_model import FloatLlama, float_weights_from_exact
+from lmzip.model.gguf_import import LlamaConfig
 
 TEXT = (
     b"Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
@@ -28,7 +28,7 @@ def _np(x) -> np.ndarray:
 
 
 def test_registry_hash_matches_the_installed_teacher(teacher):
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     assert teacher.sha256 == zoo.entry("smollm2-135m").sha256
 
@@ -68,7 +68,7 @@ def test_teacher_native_rows_equal_the_reference(teacher):
     import pytest
 
     from lmzip import native
-    from lmzip.exact_model import load_exact
+    from lmzip.model.exact_model import load_exact
 
     if not native.available():
         pytest.skip("native runtime not built")
@@ -115,7 +115,7 @@ DIGEST_TOKENS = 600
 def _table_digest(rows) -> str:
     import hashlib
 
-    from lmzip.codec import to_numpy
+    from lmzip.coding.codec import to_numpy
 
     return hashlib.sha256(np.ascontiguousarray(to_numpy(rows), dtype=np.int32).tobytes()).hexdigest()
 

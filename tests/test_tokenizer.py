@@ -1,4 +1,4 @@
-"""Tests of lmzip.tokenizer: lossless round trips for every byte string, and BPE fidelity."""
+"""Tests of lmzip.model.tokenizer: lossless round trips for every byte string, and BPE fidelity."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmzip.errors import TokenizerError
-from lmzip.tokenizer import (
+from lmzip.model.tokenizer import (
     LMZIP_TOKENIZER_JSON,
     BPETokenizer,
     ByteTokenizer,
@@ -45,7 +45,7 @@ HYPO = settings(max_examples=200, deadline=None)
 @pytest.fixture(scope="session")
 def bpe_tokenizer() -> BPETokenizer:
     """SmolLM2-135M's tokenizer as the zoo installs it (pulled on first use)."""
-    from lmzip import zoo
+    from lmzip.model import zoo
 
     _, path = zoo.resolve("smollm2-135m")
     tok = load_tokenizer(path / zoo.TOKENIZER_DIR)

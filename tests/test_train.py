@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from lmzip.train import config as C  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ["lmzip/tokenizer.py", "lmzip/codec.py", "lmzip/adapt.py", "lmzip/zoo.py", "lmzip/container.py",
+SOURCES = ["lmzip/model/tokenizer.py", "lmzip/coding/codec.py", "lmzip/predict/adapt.py", "lmzip/model/zoo.py", "lmzip/coding/container.py",
            "docs/ARCHITECTURE.md", "README.md"]
 
 
@@ -71,8 +71,8 @@ def _log(run: Path) -> list[dict]:
 @pytest.mark.parametrize("untied", [False, True])
 def test_float_student_is_the_reference_shape(untied):
     """The trainable Llama computes float_model.FloatLlama's logits, over whole windows and step by step."""
-    from lmzip.convert import random_llama
-    from lmzip.float_model import FloatLlama
+    from lmzip.model.convert import random_llama
+    from lmzip.model.float_model import FloatLlama
     from lmzip.train.model import Llama
 
     cfg, w = random_llama(3, vocab_size=256, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, max_context=64)
@@ -144,7 +144,7 @@ def test_data_file_and_exclusions(tmp_path):
 
 def test_tiny_student_trains_exports_and_compresses(tmp_path, byte_data):
     import lmzip
-    from lmzip import zoo
+    from lmzip.model import zoo
     from lmzip.train import cli
     from lmzip.train.export import exact_bits_per_byte
 
@@ -169,7 +169,7 @@ def test_tiny_student_trains_exports_and_compresses(tmp_path, byte_data):
     blob = lmzip.Compressor(run / "model", fallback=False).compress(text)
     assert lmzip.decompress(blob, model=run / "model") == text
     # the export's exact figure is lmzip's own cost of coding that text
-    from lmzip.codec import CodecParams, lm_cost_bits
+    from lmzip.coding.codec import CodecParams, lm_cost_bits
 
     bits, _ = lm_cost_bits(lm, text, CodecParams(window=128, overlap=32, adapt=None))
     assert exact_bits_per_byte(run / "model", text)["bits_per_byte"] == pytest.approx(bits / len(text), rel=1e-12)
@@ -223,7 +223,7 @@ def test_teacher_prefix_student_in_lockstep(tmp_path):
     """A BPE teacher; two students trained on the same batches: the teacher's vocabulary and its
     first ids (the teacher's tokens spelled in the student's, distilled at teacher-token starts)."""
     import lmzip
-    from lmzip import zoo
+    from lmzip.model import zoo
     from lmzip.testing import tiny_bpe, write_tiny_bpe_model
     from lmzip.train.trainer import run
     from lmzip.train.vocab import check_refinement, make_vocab

@@ -1,7 +1,7 @@
 """lmzip's native exact runtime: the model, the adaptive predictor and the coder in C++.
 
 Built from source by ``pip install .`` (``setup.py``: pybind11, gcc/clang). It computes the very
-integers of the torch reference (``lmzip/exact_model.py``, ``adapt.py``, ``coder.py``), which stays
+integers of the torch reference (``lmzip/model/exact_model.py``, ``adapt.py``, ``coder.py``), which stays
 as the oracle of the tests and as the path for CUDA. Kernels are chosen at run time from what the
 CPU offers (AVX-512 VNNI, AVX2, or portable C++).
 

@@ -7,9 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..adapt import COMPONENTS, AdaptParams, state_digest
-from ..coder import CONSTRICTION_PRECISION, DEFAULT_TOP_K, DEFAULT_TOTAL_BITS, _check_params
-from ..coder import OVERREAD_ERROR
+from ..predict.adapt import COMPONENTS, AdaptParams, state_digest
+from ..coding.coder import CONSTRICTION_PRECISION, DEFAULT_TOP_K, DEFAULT_TOTAL_BITS, _check_params
+from ..coding.coder import OVERREAD_ERROR
 from ..errors import FormatError, TrailingDataError, TruncatedError
 from . import _native
 

@@ -13,10 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import luts
+from ..model import luts
 from ..errors import ModelError
-from ..model_spec import (ATTN_EXP_BITS, EXP_STEP_BITS, OUT_EXP_BITS, QK_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE,
-                          SIG_STEP_BITS, TOTAL_BITS, ExactConfig, check_bounds, check_tensors)
+from ..model.model_spec import (
+    ATTN_EXP_BITS,
+    EXP_STEP_BITS,
+    OUT_EXP_BITS,
+    QK_BITS,
+    ROPE_BITS,
+    SIG_BITS,
+    SIG_RANGE,
+    SIG_STEP_BITS,
+    TOTAL_BITS,
+    ExactConfig,
+    check_bounds,
+    check_tensors,
+)
 from . import _native, default_threads, simd_level
 from .weights import open_safetensors
 

@@ -225,7 +225,7 @@ def _num(v, name: str, lo: float = 0.0, strict: bool = False) -> None:
 
 def validate(cfg: Config) -> Config:
     """Raise ConfigError for a config that cannot run; return it otherwise."""
-    from ..model_spec import ExactConfig, check_bounds
+    from ..model.model_spec import ExactConfig, check_bounds
     from ..errors import ModelError
 
     _need(isinstance(cfg.name, str) and cfg.name and all(c.isalnum() or c in "-_." for c in cfg.name),

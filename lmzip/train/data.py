@@ -133,10 +133,10 @@ def _sha256(b: bytes) -> str:
 
 def resolve_tokenizer(spec: str):
     """'teacher' (the installed teacher's tokenizer), 'bytes', a tokenizer directory or a .gguf file."""
-    from ..tokenizer import load_tokenizer
+    from ..model.tokenizer import load_tokenizer
 
     if spec == "teacher":
-        from .. import zoo
+        from ..model import zoo
 
         _, d = zoo.resolve("smollm2-135m")
         return load_tokenizer(d / zoo.TOKENIZER_DIR)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..convert import exact_config, exact_tensors
-from ..gguf_import import LlamaConfig
-from ..model_spec import save_exact
-from ..schedule import windows
-from ..zoo import TOKENIZER_DIR, WEIGHTS
+from ..model.convert import exact_config, exact_tensors
+from ..model.gguf_import import LlamaConfig
+from ..model.model_spec import save_exact
+from ..coding.schedule import windows
+from ..model.zoo import TOKENIZER_DIR, WEIGHTS
 
 
 def quantize_rows_bits(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +92,7 @@ def export_model(module, tokenizer, directory: str | Path, max_context: int | No
 
 def _forget_loaded(directory: Path) -> None:
     """Drop a stale in-process zoo.load of this directory (it has just been rewritten)."""
-    from .. import zoo
+    from ..model import zoo
 
     where = str(directory.resolve())
     for key in [k for k in zoo._LOADED if k[0] == where]:
@@ -103,7 +103,7 @@ def quantized_module(module, bits: int):
     """The float Llama a module becomes once exported with ``bits``-bit weights (in memory)."""
     import torch
 
-    from ..float_model import float_weights_from_exact
+    from ..model.float_model import float_weights_from_exact
     from .model import Llama
 
     c = module.cfg
@@ -116,8 +116,8 @@ def dequantized_module(directory: str | Path):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from ..float_model import float_weights_from_exact
-    from ..model_spec import ExactConfig
+    from ..model.float_model import float_weights_from_exact
+    from ..model.model_spec import ExactConfig
     from .model import Llama
 
     path = Path(directory) / WEIGHTS
@@ -138,8 +138,8 @@ def exact_bits_per_byte(directory: str | Path, data: bytes, device: str = "cpu")
     import time
 
     from .. import native
-    from ..model_spec import TOTAL_BITS
-    from ..tokenizer import load_tokenizer
+    from ..model.model_spec import TOTAL_BITS
+    from ..model.tokenizer import load_tokenizer
 
     directory = Path(directory)
     t0 = time.perf_counter()
@@ -148,7 +148,7 @@ def exact_bits_per_byte(directory: str | Path, data: bytes, device: str = "cpu")
 
         model, runtime = load_native(directory / WEIGHTS), "native"
     else:
-        from ..exact_model import load_exact
+        from ..model.exact_model import load_exact
 
         model, runtime = load_exact(directory / WEIGHTS, device), "reference"
     tok = load_tokenizer(directory / TOKENIZER_DIR)

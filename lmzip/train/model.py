@@ -1,6 +1,6 @@
 """The float Llama that students train as (and the teacher runs as): the shape the exact runtime implements.
 
-It computes what ``lmzip/float_model.py`` computes (RMSNorm with gains, fused q/k/v with
+It computes what ``lmzip/model/float_model.py`` computes (RMSNorm with gains, fused q/k/v with
 grouped key/value heads, RoPE rotating the pairs ``(j, j + D/2)``, causal softmax attention
 scaled by ``1/sqrt(D)``, a SwiGLU feed-forward, a final norm and an output head, tied to the
 embedding or not), with trainable parameters, a key/value cache for sampling, and conversion to
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..gguf_import import LlamaConfig
+from ..model.gguf_import import LlamaConfig
 
 
 def rope_tables(head_dim: int, theta: float, length: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from ..errors import ModelError
 @dataclass
 class Teacher:
     module: object  # model.Llama
-    tokenizer: object  # lmzip.tokenizer.Tokenizer
+    tokenizer: object  # lmzip.model.tokenizer.Tokenizer
     description: str
     cfg: object  # LlamaConfig
 
@@ -38,12 +38,12 @@ def _sha256(path: Path) -> str:
 
 def load_teacher(spec) -> Teacher:
     """Build the teacher of a ``config.TeacherSpec`` on the CPU in float32 (the caller moves it)."""
-    from ..gguf_import import LlamaConfig
+    from ..model.gguf_import import LlamaConfig
     from .model import Llama
 
     if spec.kind == "random":
-        from ..convert import random_llama
-        from ..tokenizer import ByteTokenizer
+        from ..model.convert import random_llama
+        from ..model.tokenizer import ByteTokenizer
 
         cfg, w = random_llama(spec.seed, **spec.shape)
         tok = ByteTokenizer() if cfg.vocab_size == 256 else None
@@ -51,8 +51,8 @@ def load_teacher(spec) -> Teacher:
             raise ModelError("a random teacher needs the byte vocabulary (vocab_size 256)")
         return Teacher(Llama.from_gguf_weights(cfg, w), tok, f"random Llama (seed {spec.seed}, {spec.shape})", cfg)
     if spec.kind == "gguf":
-        from ..gguf_import import read_llama_gguf
-        from ..tokenizer import BPETokenizer
+        from ..model.gguf_import import read_llama_gguf
+        from ..model.tokenizer import BPETokenizer
 
         path = Path(spec.path)
         if not path.is_file():
@@ -68,10 +68,10 @@ def load_teacher(spec) -> Teacher:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from .. import zoo
-    from ..float_model import float_weights_from_exact
-    from ..model_spec import ExactConfig
-    from ..tokenizer import load_tokenizer
+    from ..model import zoo
+    from ..model.float_model import float_weights_from_exact
+    from ..model.model_spec import ExactConfig
+    from ..model.tokenizer import load_tokenizer
 
     model_id, directory = zoo.resolve(spec.path)
     weights = directory / zoo.WEIGHTS

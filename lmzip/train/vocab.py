@@ -31,7 +31,7 @@ per position, with the teacher run on every prefix that ends inside a teacher to
 approximation of it (scoring only the teacher's canonical tokenization of each candidate
 continuation, or aligning at byte positions where both tokenizations have a boundary and
 distilling only there). Any of these must keep the student's tokenizer lossless for every byte
-string (the escape scheme of ``lmzip.tokenizer``). ``teacher-prefix`` gets a small vocabulary
+string (the escape scheme of ``lmzip.model.tokenizer``). ``teacher-prefix`` gets a small vocabulary
 without any of that.
 """
 
@@ -45,7 +45,7 @@ import numpy as np
 @dataclass
 class StudentVocab:
     kind: str
-    tokenizer: object  # lmzip.tokenizer.Tokenizer the exported model ships
+    tokenizer: object  # lmzip.model.tokenizer.Tokenizer the exported model ships
     vocab_size: int
     byte_len: np.ndarray  # [V] bytes each student token spells (specials: 0)
     seg: np.ndarray | None = None  # [V_teacher, L] student ids of each teacher token, -1 padded
@@ -87,7 +87,7 @@ def make_vocab(spec, teacher_tok) -> StudentVocab:
     """The student vocabulary of a ``config.VocabSpec`` for this teacher tokenizer."""
     if spec.kind == "teacher":
         return StudentVocab("teacher", teacher_tok, teacher_tok.vocab_size, token_byte_lengths(teacher_tok))
-    from ..tokenizer import BPETokenizer
+    from ..model.tokenizer import BPETokenizer
 
     if not isinstance(teacher_tok, BPETokenizer):
         raise ValueError("vocab 'teacher-prefix' needs a BPE teacher tokenizer")

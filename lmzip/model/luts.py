@@ -119,7 +119,7 @@ def _cached(name: str, build) -> np.ndarray:
 
 
 def _cache_dir() -> Path:
-    from .resources import cache_home
+    from ..resources import cache_home
 
     return cache_home() / "tables"
 

@@ -25,8 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelError, UnknownModelError
-from .resources import cache_home, shipped_dir
+from ..errors import ModelError, UnknownModelError
+from ..resources import cache_home, shipped_dir
 
 WEIGHTS = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
@@ -52,7 +52,7 @@ class LoadedModel:
     id: str
     sha256: str
     model: object  # ExactModel
-    tokenizer: object  # lmzip.tokenizer.Tokenizer
+    tokenizer: object  # lmzip.model.tokenizer.Tokenizer
     path: Path
     extra: dict = field(default_factory=dict)
 
@@ -231,7 +231,7 @@ def verified_sha256(weights: Path) -> str:
 
 def runtime_for(device: str) -> str:
     """"native" for CPU work where the native runtime is built (and not turned off), else "reference"."""
-    from . import native
+    from .. import native
 
     return "native" if device == "cpu" and native.wanted() else "reference"
 
@@ -251,7 +251,7 @@ def load(spec: str | os.PathLike | None = None, device: str = "cpu", auto_pull: 
         if expected != "PENDING" and digest != expected:
             raise ModelError(f"installed {model_id} is damaged (sha256 {digest[:16]}...); run: lmzip models pull --force {model_id}")
     if runtime == "native":
-        from .native.model import load_native
+        from ..native.model import load_native
 
         model = load_native(path / WEIGHTS)
     else:

@@ -87,11 +87,19 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
     """Run ``lm`` (a ``zoo.LoadedModel``) over ``data`` as one segment under ``params`` (a ``CodecParams``)."""
     import numpy as np
 
-    from .. import container as C
-    from .. import transforms
-    from ..adapt import COMPONENTS
-    from ..codec import CodecParams, make_header, new_encoder, predicted_rows, split_segments, to_numpy, windows
-    from ..coder import ideal_bits, select_top_k
+    from ...coding import container as C
+    from ...coding import transforms
+    from ...predict.adapt import COMPONENTS
+    from ...coding.codec import (
+        CodecParams,
+        make_header,
+        new_encoder,
+        predicted_rows,
+        split_segments,
+        to_numpy,
+        windows,
+    )
+    from ...coding.coder import ideal_bits, select_top_k
 
     t0 = time.monotonic()
     p = params or CodecParams()
@@ -171,7 +179,7 @@ def _align(tok, data: bytes, ids) -> tuple[Any, Any]:
     the next token stand for exactly one (escaped) byte, whatever that token spells itself."""
     import numpy as np
 
-    from ..errors import TokenizerError
+    from ...errors import TokenizerError
 
     n = len(ids)
     offsets = np.zeros(n + 1, dtype=np.int64)

@@ -5,7 +5,7 @@ each file's corpus, name, size, sha256, kind (text/binary), description and orig
 user names a directory holding ``canterbury/`` and ``calgary/`` (``--corpus DIR`` or the
 environment variable ``LMZIP_CORPORA``), and every file used is checked against the manifest.
 
-    from lmzip import corpora
+    from lmzip.commands import corpora
     for entry, path in corpora.locate("canterbury", "/data/corpora", kind="text"):
         ...  # path's bytes have entry.size and entry.sha256
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import LmzipError
-from .resources import shipped_dir
+from ..errors import LmzipError
+from ..resources import shipped_dir
 
 ENV_VAR = "LMZIP_CORPORA"
 KINDS = ("text", "binary")

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from . import luts
-from .errors import ModelError
+from ..errors import ModelError
 
 from .model_spec import (ACT_MAX, ATTN_EXP_BITS, EXP_STEP_BITS, MAX_CONTEXT, NUMERICS_VERSION, OUT_EXP_BITS,  # noqa: F401
                          QK_BITS, QK_LIMIT, RES_BITS, ROPE_BITS, SIG_BITS, SIG_RANGE, SIG_STEP_BITS, TOTAL_BITS, V_BITS,

@@ -24,9 +24,21 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from . import container
-from .errors import (EXIT_ERROR, EXIT_FORMAT, EXIT_INTERRUPT, EXIT_MODEL, EXIT_OK, EXIT_OS, EXIT_USAGE,
-                     LmzipError, TrailingDataError, TruncatedError, UsageError, run_standalone)
+from ..coding import container
+from ..errors import (
+    EXIT_ERROR,
+    EXIT_FORMAT,
+    EXIT_INTERRUPT,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_OS,
+    EXIT_USAGE,
+    LmzipError,
+    TrailingDataError,
+    TruncatedError,
+    UsageError,
+    run_standalone,
+)
 from .cmdline import (
     Signalled as _Signalled,
     signals_as_interrupts,
@@ -49,10 +61,10 @@ from .cmdline import (
     SUFFIX,
 )
 from .progress import Progress, human_bytes, human_duration
-from .resources import check_device
+from ..resources import check_device
 
 try:
-    from . import __version__
+    from .. import __version__
 except ImportError:  # pragma: no cover - package metadata is the fallback
     from importlib.metadata import version as _version
 
@@ -203,7 +215,7 @@ class _Coders:
 
     def cluster_coder(self):
         """The ``cluster.ClusterCoder`` of ``--cluster`` (connects, starts no worker yet)."""
-        from .cluster import ClusterCoder
+        from ..cluster import ClusterCoder
 
         assert self.cluster is not None
         device = None if self.device == "cpu" and not self.cluster.get("device_given") else self.device
@@ -215,7 +227,7 @@ class _Coders:
         if self._compressor is None:
             try:
                 check_device(self.device)
-                from .api import Compressor
+                from ..api import Compressor
 
                 self._compressor = Compressor(self.model, device=self.device, **self.params)
             except _EXPECTED as exc:
@@ -226,7 +238,7 @@ class _Coders:
         if self._decompressor is None:
             try:
                 check_device(self.device)
-                from .api import Decompressor
+                from ..api import Decompressor
 
                 model = self.model
                 if model is None and self._compressor is not None:
@@ -335,7 +347,7 @@ def _run_compress(ctx, inputs, *, output, to_stdout, remove, force, verbosity, c
             digest = hashlib.sha256()
             nbytes = 0
             with Progress(inp.size, shown, enabled=progress_on) as progress:
-                from .streaming import StreamCompressor
+                from ..coding.streaming import StreamCompressor
 
                 sc = StreamCompressor(compressor.model, compressor.params, inp.size, progress)
                 while chunk := inp.file.read(_CHUNK):  # one segment in memory at a time
@@ -366,7 +378,7 @@ def _decode_stream(coders: _Coders, f, write: Callable[[bytes], Any], progress=N
     written). ``span`` (start, end or None): only those original bytes, decoding only the segments
     that cover them (the file must be seekable). ``parsed``: its (header, payload start), when
     already read (``Input.header``)."""
-    from .streaming import SegmentReader, iter_decode
+    from ..coding.streaming import SegmentReader, iter_decode
 
     dec = coders.decompressor()
     if span is not None:
@@ -480,7 +492,7 @@ def _run_test(ctx, inputs, *, verbosity, coders: _Coders, force: bool = False) -
 def _adaptation_text(raw: bytes) -> str:
     if not raw:
         return "off (the model alone)"
-    from .adapt import AdaptParams
+    from ..predict.adapt import AdaptParams
 
     try:
         a = AdaptParams.from_bytes(raw)
@@ -500,7 +512,7 @@ def _info_text(shown: str, header: container.Header, version: int, size: int, ve
 
     row("format", f".lmz version {version}")
     if header.model_ref:  # named by reference: the registry knows the rest
-        from . import zoo
+        from ..model import zoo
 
         try:
             model = f"{zoo.entry_for_ref(header.model_ref).id}  (registered, sha256 {header.model_ref.hex()}...)"
@@ -585,7 +597,7 @@ def _run_info(ctx, inputs, *, verbosity) -> NoReturn:
 def _print_version(ctx: click.Context, _param, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from . import native
+    from .. import native
 
     click.echo(f"lmzip {__version__} (.lmz format {container.FORMAT_VERSION})")
     click.echo(f"runtime: {native.describe()}")  # which runtime CPU work uses, and its SIMD level
@@ -708,7 +720,7 @@ def models(ctx):
 @click.pass_context
 def models_list(ctx, quiet=0, verbose=0):
     """Registry models: id, installed?, size, sha256 prefix, description (-v: paths)."""
-    from . import zoo
+    from ..model import zoo
 
     verbosity = _verbosity(ctx, verbose, quiet)
     try:
@@ -729,7 +741,7 @@ def models_list(ctx, quiet=0, verbose=0):
                 click.echo(f"{r['id']}: {r['path']}")
     default = zoo.default_model_id()
     if verbosity >= 1:
-        from . import native
+        from .. import native
 
         click.echo(f"\ndefault model: {default}")
         click.echo(f"runtime: {native.describe()}")
@@ -742,7 +754,7 @@ def models_list(ctx, quiet=0, verbose=0):
 @click.pass_context
 def models_pull(ctx, ids, force, quiet, verbose):
     """Install registry models (download, convert, verify); already installed ones are kept."""
-    from . import zoo
+    from ..model import zoo
 
     verbosity = _verbosity(ctx, verbose, quiet)
 

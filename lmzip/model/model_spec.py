@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-from .errors import ModelError
+from ..errors import ModelError
 
 # Numerics, part of every compressed file's meaning: changing any of these changes the
 # model's output, so they are versioned together (NUMERICS_VERSION, recorded in model configs).

@@ -60,7 +60,7 @@ def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, 
     expensive tokens with the model's top guesses. With --html, the same as one HTML page.
     """
     from .. import cmdline as cl
-    from ..resources import check_device
+    from ...resources import check_device
     from ..progress import Progress
 
     level = (ctx.obj or {}).get("verbosity", 0) + verbose - quiet  # 0 normal, -1 summary only, -2 nothing
@@ -74,7 +74,7 @@ def explain_command(ctx, file, model, device, window, overlap, adapt, html_out, 
         with cl.Input(src, compressed=False) as inp:  # the analysis needs the whole input
             data = inp.file.read()
         check_device(device)
-        from ..api import Compressor
+        from ...api import Compressor
 
         compressor = Compressor(model, device=device, window=window, overlap=overlap, fallback=False, adapt=adapt)
         name = shown if src == cl.STDIO else os.path.basename(src)

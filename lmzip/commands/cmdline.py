@@ -20,8 +20,8 @@ from typing import Any, Callable, NoReturn
 
 import click
 
-from . import container
-from .errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, EXIT_OS, LmzipError, UsageError
+from ..coding import container
+from ..errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, EXIT_OS, LmzipError, UsageError
 
 SUFFIX = ".lmz"
 STDIO = "-"

@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable, NoReturn
 import click
 
 from . import cmdline, corpora
-from .errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, UsageError, run_standalone
+from ..errors import EXIT_ERROR, EXIT_INTERRUPT, EXIT_OK, UsageError, run_standalone
 from .progress import Progress
-from .resources import check_device
+from ..resources import check_device
 
 MB = 1_000_000  # throughput unit: 10^6 bytes per second
 
@@ -139,7 +139,7 @@ class LmzipCodec:
 
     def __init__(self, model: Any = None, *, window: int | None = None, overlap: int | None = None,
                  device: str = "cpu") -> None:
-        from .api import Compressor, Decompressor
+        from ..api import Compressor, Decompressor
 
         self._compressor = Compressor(model, device=device, window=window, overlap=overlap)
         lm = self._compressor.model
@@ -605,7 +605,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
     }
-    from . import __version__
+    from .. import __version__
 
     versions = {"lmzip": __version__}
     for dist in ("torch", "numpy", "zstandard", "brotli", "pyppmd", "constriction", "click", "matplotlib"):

@@ -19,7 +19,7 @@ import click
 
 from .cmdline import (EXPECTED, STDIO, Fatal, Input, Output, Signalled, check_dest, display, report,
                       say_error)
-from .errors import EXIT_INTERRUPT, EXIT_OK, LmzipError
+from ..errors import EXIT_INTERRUPT, EXIT_OK, LmzipError
 from .progress import Progress
 
 
@@ -156,7 +156,7 @@ def run_decompress(ctx, coder, names: list[str], dest_for: Callable[[str], str |
         if name == STDIO:
             return None
         try:
-            from . import container
+            from ..coding import container
 
             with open(name, "rb") as f:
                 return container.peek_header(f).original_size

@@ -62,7 +62,7 @@ def render_terminal(exp: Explanation, *, color: bool, top: int = 10, text: bool 
 
 def adaptation_lines(exp: Explanation) -> list[str]:
     """Where learning the file paid: bits with and without adaptation, and per component."""
-    from ..adapt import COMPONENTS
+    from ...predict.adapt import COMPONENTS
 
     note = "  (CRLF line ends coded as LF)" if exp.transformed else ""
     if exp.adaptation == "off":

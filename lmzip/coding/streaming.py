@@ -28,8 +28,8 @@ from typing import BinaryIO
 from . import container as C
 from . import sniff
 from .codec import CodecParams, Progress, check_decodable, decode_group, encode_piece, make_header, segment_end
-from .errors import ChecksumError, TrailingDataError, TruncatedError
-from .zoo import LoadedModel
+from ..errors import ChecksumError, TrailingDataError, TruncatedError
+from ..model.zoo import LoadedModel
 
 PROBE = 16 << 20  # bytes read ahead from a stream of unknown size before segments are fixed
 STREAM_SEGMENT = 1 << 20  # segment size for a longer stream of unknown size (codec.segment_size's cap)

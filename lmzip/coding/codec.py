@@ -26,13 +26,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import container as C
-from . import transforms, zoo
-from .adapt import AdaptParams, AdaptivePredictor, token_classes
+from . import transforms
+from ..model import zoo
+from ..predict.adapt import AdaptParams, AdaptivePredictor, token_classes
 from .coder import TokenDecoder, TokenEncoder
-from .draft import Drafter
-from .errors import FormatError, ModelMismatchError
+from ..predict.draft import Drafter
+from ..errors import FormatError, ModelMismatchError
 from .schedule import windows  # noqa: F401 - codec.windows, as before
-from .zoo import LoadedModel
+from ..model.zoo import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of original bytes just finished
 AUTO_STREAMS = 16
@@ -115,7 +116,7 @@ def is_native(lm: LoadedModel) -> bool:
 
 def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
     if is_native(lm):
-        from .native.coding import NativeTokenEncoder
+        from ..native.coding import NativeTokenEncoder
 
         return NativeTokenEncoder(total_bits=total_bits, top_k=top_k)
     return TokenEncoder(total_bits=total_bits, top_k=top_k)
@@ -123,7 +124,7 @@ def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
 
 def new_decoder(lm: LoadedModel, data: bytes, total_bits: int, top_k: int):
     if is_native(lm):
-        from .native.coding import NativeTokenDecoder
+        from ..native.coding import NativeTokenDecoder
 
         return NativeTokenDecoder(data, total_bits=total_bits, top_k=top_k)
     return TokenDecoder(data, total_bits=total_bits, top_k=top_k)
@@ -188,7 +189,7 @@ def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
     if params.mixer2 and classes is None:  # once per loaded model: a pass over the vocabulary
         classes = lm.extra["token_classes"] = token_classes(lm.tokenizer.token_bytes, V)
     if is_native(lm):
-        from .native.coding import NativePredictor
+        from ..native.coding import NativePredictor
 
         return NativePredictor(params, lm.model.out_exp, V, classes)  # type: ignore[return-value]
     return AdaptivePredictor(params, to_numpy(lm.model.out_exp), V, classes)

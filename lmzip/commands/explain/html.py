@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import html  # the standard library's (this module is lmzip.explain.html)
+import html  # the standard library's (this module is lmzip.commands.explain.html)
 import json
 from importlib import resources
 from typing import Any, Callable
@@ -196,7 +196,7 @@ def _page_data(exp: Explanation) -> dict:
 
 
 def _components() -> tuple[str, ...]:
-    from ..adapt import COMPONENTS
+    from ...predict.adapt import COMPONENTS
 
     return COMPONENTS
 
