@@ -16,9 +16,9 @@ figures in docs/BENCHMARKS.md can be reproduced; run this to make your own.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 LIMIT = 48 << 10
@@ -51,7 +51,9 @@ def packages_json() -> bytes:
 
 
 def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "data")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("outdir", nargs="?", type=Path, default=Path(__file__).parent / "data")
+    out = ap.parse_args().outdir
     out.mkdir(parents=True, exist_ok=True)
     for name, data in (("dpkg.log", dpkg_log()), ("packages.json", packages_json())):
         (out / name).write_bytes(data)
