@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import UsageError
@@ -26,6 +28,36 @@ def cache_home() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("lmzip", appauthor=False))
+
+
+def read_cache(name: str) -> bytes | None:
+    """What ``write_cache(name, ...)`` stored under the cache's tables/, or None if it is absent
+    or damaged (the body carries its sha256)."""
+    try:
+        raw = (cache_home() / "tables" / name).read_bytes()
+    except OSError:
+        return None
+    body, digest = raw[:-32], raw[-32:]
+    if len(raw) < 32 or hashlib.sha256(body).digest() != digest:
+        return None
+    return body
+
+
+def write_cache(name: str, body: bytes) -> None:
+    """Store ``body`` atomically with its sha256 appended; an unwritable cache is no error."""
+    try:
+        d = cache_home() / "tables"
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body + hashlib.sha256(body).digest())
+            os.replace(tmp, d / name)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
 
 
 def check_device(device: str) -> None:

@@ -84,6 +84,29 @@ def test_all_off_is_the_model_alone():
     assert np.array_equal(np.stack(rows), m)
 
 
+def _token_class_spec(b: bytes) -> int:
+    """The rule as FORMAT.md states it, one token at a time."""
+    letter = set(range(65, 91)) | set(range(97, 123))
+    if b"\n" in b:
+        return 0
+    if len(b) >= 2 and b[0] == 32 and b[1] in letter:
+        return 1
+    if b and 48 <= b[0] <= 57:
+        return 2
+    if b and b[0] in letter:
+        return 3
+    return 4
+
+
+@settings(max_examples=100)
+@given(st.lists(st.binary(max_size=4) | st.lists(st.sampled_from(b"\n 09AZaz:\x00\xff"), max_size=4).map(bytes),
+                max_size=40), st.integers(0, 5))
+def test_token_classes_follow_the_rule_token_by_token(spellings, unspellable):
+    V = len(spellings) + unspellable  # ids past the list cannot be spelled: "other"
+    want = [_token_class_spec(b) for b in spellings] + [4] * unspellable
+    assert adapt.token_classes(spellings.__getitem__, V).tolist() == want
+
+
 def test_token_classes_and_the_second_mixer():
     spell = {0: b"\n", 1: b" the", 2: b"42", 3: b"abc", 4: b"{", 5: b"", 6: b" 7", 7: b"a\nb", 8: b"\xc3\xa9"}
     classes = adapt.token_classes(spell.__getitem__, 10)  # id 9 cannot be spelled: "other"

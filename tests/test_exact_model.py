@@ -213,11 +213,12 @@ def test_tables_are_pinned():
 
 
 def test_disk_cache_of_the_tables_rejects_damage(tmp_path, monkeypatch):
-    monkeypatch.setattr(luts, "_cache_dir", lambda: tmp_path)
+    monkeypatch.setenv("LMZIP_HOME", str(tmp_path))
     good = luts._cached("t.npy", lambda: np.arange(5, dtype=np.int64))
-    raw = bytearray((tmp_path / "t.npy").read_bytes())
+    stored = tmp_path / "tables" / "t.npy"
+    raw = bytearray(stored.read_bytes())
     raw[-40] ^= 1  # a changed byte of the array: the digest no longer matches
-    (tmp_path / "t.npy").write_bytes(bytes(raw))
+    stored.write_bytes(bytes(raw))
     assert luts._load_cached("t.npy") is None
     assert np.array_equal(luts._cached("t.npy", lambda: np.arange(5, dtype=np.int64)), good)
 

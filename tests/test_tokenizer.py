@@ -179,6 +179,32 @@ def test_save_load(tokenizer: Tokenizer, tmp_path: Path) -> None:
     assert load_tokenizer(tmp_path / LMZIP_TOKENIZER_JSON).tokenizer_id == tokenizer.tokenizer_id
 
 
+def test_load_reuses_the_cached_state_and_rebuilds_a_damaged_one(bpe_tokenizer: BPETokenizer, tmp_path: Path,
+                                                                monkeypatch) -> None:
+    monkeypatch.setenv("LMZIP_HOME", str(tmp_path / "home"))
+    bpe_tokenizer.save(tmp_path / "tok")
+    first = load_tokenizer(tmp_path / "tok")  # built from the files, then cached
+    (cached,) = (tmp_path / "home" / "tables").glob("tokenizer-*.marshal")
+    data = ENGLISH.encode() + bytes(range(256))
+
+    def no_build(*a, **k):
+        raise AssertionError("rebuilt although the cache holds the state")
+
+    with monkeypatch.context() as m:
+        m.setattr(BPETokenizer, "_build", classmethod(no_build))
+        again = load_tokenizer(tmp_path / "tok")
+    assert again == first == bpe_tokenizer
+    assert np.array_equal(again.encode(data), bpe_tokenizer.encode(data))
+    assert again.decode(again.encode(data)) == data
+    assert again.missing_bytes == bpe_tokenizer.missing_bytes
+    raw = bytearray(cached.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # damaged: the digest no longer matches, so the files are read again
+    cached.write_bytes(bytes(raw))
+    rebuilt = load_tokenizer(tmp_path / "tok")
+    assert rebuilt == bpe_tokenizer and np.array_equal(rebuilt.encode(data), bpe_tokenizer.encode(data))
+    assert cached.read_bytes() != bytes(raw)  # and the cache is whole again
+
+
 def test_load_rejects_tampered_id(tokenizer: Tokenizer, tmp_path: Path) -> None:
     tokenizer.save(tmp_path)
     meta_path = tmp_path / LMZIP_TOKENIZER_JSON

@@ -101,6 +101,23 @@ class LmzipGroup(click.Group):
 
     _LEADING = re.compile(r"-[vq]+|--verbose|--quiet")
     _OWN = {"-h", "--help", "-V", "--version"}
+    # Commands in modules of their own, imported when named (compressing a small file should not
+    # pay for bench's and explain's imports).
+    _LAZY = {"bench": ("lmzip.commands.bench", "bench_command"), "explain": ("lmzip.commands.explain", "explain_command")}
+
+    def _known(self, name: str) -> bool:
+        return name in self.commands or name in self._LAZY
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._LAZY))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._LAZY and name not in self.commands:
+            import importlib
+
+            module, attr = self._LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         args = list(args)
@@ -111,9 +128,9 @@ class LmzipGroup(click.Group):
         j = i
         while j < len(args) and args[j].startswith("-") and args[j] != "-" and args[j] not in self._OWN:
             j += 1
-        if j > i and j < len(args) and args[j] in self.commands:
+        if j > i and j < len(args) and self._known(args[j]):
             args[i : j + 1] = [args[j], *args[i:j]]
-        if i == len(args) or (args[i] not in self.commands and args[i] not in self._OWN):
+        if i == len(args) or (not self._known(args[i]) and args[i] not in self._OWN):
             args.insert(i, "compress")
         return super().parse_args(ctx, args)
 
@@ -771,17 +788,6 @@ def models_pull(ctx, ids, force, quiet, verbose):
 
     _for_each(ctx, list(ids), one)
 
-
-def _register_tools() -> None:
-    # Commands that live in modules of their own (they import nothing heavy at load time).
-    from .bench import bench_command
-    from .explain import explain_command
-
-    main.add_command(bench_command, "bench")
-    main.add_command(explain_command, "explain")
-
-
-_register_tools()
 
 __all__ = ["main", "EXIT_CODES"]
 

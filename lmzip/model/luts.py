@@ -10,12 +10,8 @@ every load; the pinned digests in the tests hold the builders to their definitio
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -118,21 +114,12 @@ def _cached(name: str, build) -> np.ndarray:
     return _frozen(table)
 
 
-def _cache_dir() -> Path:
-    from ..resources import cache_home
-
-    return cache_home() / "tables"
-
-
 def _load_cached(name: str) -> np.ndarray | None:
     """A table stored by ``_store_cached``, or None if absent or damaged."""
-    path = _cache_dir() / name
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    body, digest = raw[:-32], raw[-32:]
-    if len(raw) < 32 or hashlib.sha256(body).digest() != digest:
+    from ..resources import read_cache
+
+    body = read_cache(name)
+    if body is None:
         return None
     try:
         import io
@@ -144,21 +131,13 @@ def _load_cached(name: str) -> np.ndarray | None:
 
 
 def _store_cached(name: str, a: np.ndarray) -> None:
-    """Write the table atomically with its sha256 appended; an unwritable cache is no error."""
     import io
+
+    from ..resources import write_cache
 
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
-    body = buf.getvalue()
-    try:
-        d = _cache_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npy")
-        with os.fdopen(fd, "wb") as f:
-            f.write(body + hashlib.sha256(body).digest())
-        os.replace(tmp, d / name)
-    except OSError:
-        pass
+    write_cache(name, buf.getvalue())
 
 
 def _rope_tables(head_dim: int, theta: float, max_pos: int, out_bits: int) -> tuple[np.ndarray, np.ndarray]:

@@ -60,21 +60,31 @@ def token_classes(token_bytes, vocab_size: int) -> np.ndarray:
     """Class of every token id from the bytes it spells (``token_bytes(id)``; ids it cannot
     spell are "other"): 0 contains a newline, 1 a space then an ASCII letter, 2 starts with an
     ASCII digit, 3 starts with an ASCII letter, 4 anything else. Part of the format (version 2)."""
-    out = np.full(vocab_size, 4, dtype=np.int64)
-    letter = set(range(65, 91)) | set(range(97, 123))
+    spelled = []
     for t in range(vocab_size):
         try:
-            b = token_bytes(t)
+            spelled.append(bytes(token_bytes(t)))
         except Exception:  # special or out-of-range ids of a smaller tokenizer: "other"
-            continue
-        if b"\n" in b:
-            out[t] = 0
-        elif len(b) >= 2 and b[0] == 32 and b[1] in letter:
-            out[t] = 1
-        elif b and 48 <= b[0] <= 57:
-            out[t] = 2
-        elif b and b[0] in letter:
-            out[t] = 3
+            spelled.append(b"")
+    # Vectorized over the concatenated spellings (a loop of ifs took ~0.1 s of a small file's time).
+    lens = np.fromiter(map(len, spelled), dtype=np.int64, count=vocab_size)
+    starts = np.zeros(vocab_size, dtype=np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    joined = np.frombuffer(b"".join(spelled) + b"\0\0", dtype=np.uint8)
+    first, second = joined[starts], joined[starts + 1]
+
+    def is_letter(b: np.ndarray) -> np.ndarray:
+        return ((b >= 65) & (b <= 90)) | ((b >= 97) & (b <= 122))
+
+    newline = np.zeros(vocab_size, dtype=bool)
+    nl = np.flatnonzero(joined[:-2] == 10)
+    newline[np.searchsorted(starts, nl, side="right") - 1] = True
+    out = np.full(vocab_size, 4, dtype=np.int64)
+    has1, has2 = lens >= 1, lens >= 2
+    out[has1 & is_letter(first)] = 3
+    out[has1 & (first >= 48) & (first <= 57)] = 2
+    out[has2 & (first == 32) & is_letter(second)] = 1
+    out[newline] = 0
     return out
 
 
