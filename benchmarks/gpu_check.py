@@ -94,7 +94,7 @@ class Report:
         self.stopped = False  # the budget ran out: skip everything after
         self.data: dict = {
             "schema": SCHEMA, "done": False, "meta": {}, "phases": {}, "checks": [], "skipped": [],
-            "vectors": {}, "tables": {}, "rows": {}, "made": {}, "decode": {}, "throughput": {"runs": [], "batch1": []},
+            "vectors": {}, "tables": {}, "rows": {}, "static": {}, "made": {}, "decode": {}, "throughput": {"runs": [], "batch1": []},
             "summary": {},
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -474,6 +474,67 @@ def phase_rows(ctx: Ctx) -> None:
                         ctx.step_slope[which] = max(0.02, (float(np.median(btimes)) / ctx.step_s[which] - 1) / (N - 1))
                 rep.check("rows", f"{key}: batch of {N} (KV-cache steps) equals batch 1 on {dev}", np.array_equal(bs, full_f))
             rep.save()
+
+
+# -- (d2) the fixed-shape step (lmzip/model/static_step.py) and its CUDA graph -----------------
+
+
+def phase_static(ctx: Ctx) -> None:
+    """StaticStep against the model's own step on the device, then (CUDA) one step captured in a
+    graph and replayed: the same logits, and milliseconds per step at batch 1 and batch N."""
+    from lmzip.model.static_step import StaticStep
+
+    rep, sec = ctx.rep, ctx.rep.section("static")
+    torch = ctx.torch
+    for which in ctx.names:
+        if not rep.fits(3.0 if which == "tiny" else 30.0):
+            rep.skip("static", f"static step of {which}", f"{rep.left():.0f} s left")
+            continue
+        model = ctx.dev(which).model
+        V = model.cfg.vocab_size
+        for B in (1, ctx.args.static_batch):
+            cap = min(model.cfg.max_context, ctx.args.static_capacity)
+            key = f"{which}.batch{B}"
+            rng = np.random.default_rng(B)
+            toks = rng.integers(0, V, (12, B))
+            s = StaticStep(model, B, cap)
+            ref = model.new_cache(B, cap)
+            same = True
+            for t in range(len(toks)):
+                got = to_np(s.step(torch.from_numpy(toks[t]).to(model.device)))
+                want = to_np(model._head_logits(model.hidden(ref, torch.from_numpy(toks[t][:, None]))[:, 0]))
+                same &= np.array_equal(got, want)
+            rep.check("static", f"{key}: the fixed-shape step's logits equal the model's step on {ctx.device}", same,
+                      f"capacity {cap}, {len(toks)} steps")
+            entry = sec.setdefault(key, {"capacity": cap})
+            if not ctx.cuda:
+                entry["graph"] = "skipped: CUDA graphs need a CUDA device"
+                continue
+            eager = []
+            for t in range(6):
+                sync(ctx.device)
+                t0 = time.perf_counter()
+                s.step(torch.from_numpy(toks[t % len(toks)]).to(model.device))
+                sync(ctx.device)
+                eager.append(time.perf_counter() - t0)
+            g = StaticStep(model, B, cap)
+            g.capture()
+            times, same = [], True
+            ref2 = StaticStep(model, B, cap)
+            for t in range(len(toks)):
+                sync(ctx.device)
+                t0 = time.perf_counter()
+                out = g.step(torch.from_numpy(toks[t]).to(model.device))
+                sync(ctx.device)
+                times.append(time.perf_counter() - t0)
+                same &= bool(torch.equal(out, ref2.step(torch.from_numpy(toks[t]).to(model.device))))
+            entry.update(eager_ms=round(1e3 * float(np.median(eager)), 3), graph_ms=round(1e3 * float(np.median(times[2:])), 3),
+                         graph_tokens_per_s=round(B / float(np.median(times[2:])), 1))
+            rep.check("static", f"{key}: graph replays give the eager step's logits", same,
+                      f"graph {entry['graph_ms']} ms against eager {entry['eager_ms']} ms a step")
+            del s, g, ref2, ref
+            ctx.reset_peak()
+        rep.save()
 
 
 # -- (e) made vectors ------------------------------------------------------------------------
@@ -857,6 +918,7 @@ PHASES = [  # name, function, the least time (s) worth starting it with (tiny, t
     ("vectors", phase_vectors, (2, 15)),
     ("tables", phase_tables, (2, 5)),
     ("rows", phase_rows, (2, 30)),
+    ("static", phase_static, (2, 40)),
     ("made", phase_made, (2, 15)),
     ("decode1", phase_decode1, (1, 10)),
     ("throughput", phase_throughput, (2, 20)),
@@ -919,6 +981,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", default=",".join(p[0] for p in PHASES), help="comma-separated subset to run")
     ap.add_argument("--cpu-tokens", type=int, default=160, help="teacher tokens compared with the CPU per input")
     ap.add_argument("--rows-batch", type=int, default=5, help="N of the batch-1-vs-batch-N row checks")
+    ap.add_argument("--static-batch", type=int, default=64, help="N of the fixed-shape step's batch-N case")
+    ap.add_argument("--static-capacity", type=int, default=1024, help="the fixed-shape step's cache capacity")
     ap.add_argument("--tp-segments", type=int, default=None, help="segments per throughput run (default 32 cuda, 4 cpu)")
     ap.add_argument("--tp-segment-bytes", type=int, default=None, help="first throughput run's bytes per segment")
     ap.add_argument("--tp-max-segment-bytes", type=int, default=256 << 10)

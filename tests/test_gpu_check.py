@@ -32,13 +32,13 @@ def test_tiny_rehearsal_reports_everything(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((out / "gpu_report.json").read_text())
 
-    assert {"schema", "done", "meta", "phases", "checks", "skipped", "vectors", "tables", "rows", "made", "decode",
-            "throughput", "summary"} <= set(report)
+    assert {"schema", "done", "meta", "phases", "checks", "skipped", "vectors", "tables", "rows", "static", "made",
+            "decode", "throughput", "summary"} <= set(report)
     assert report["done"] and report["summary"]["failed"] == 0
     assert report["meta"]["device"] == "cpu" and report["meta"]["runtime"] == "reference"
     assert report["summary"]["elapsed_s"] <= BUDGET_S + 2 and wall <= BUDGET_S + 20
     # Each phase ran or was skipped for the budget; none broke.
-    assert [*report["phases"]] == ["vectors", "tables", "rows", "made", "decode1", "throughput", "decode2"]
+    assert [*report["phases"]] == ["vectors", "tables", "rows", "static", "made", "decode1", "throughput", "decode2"]
     assert all(p["status"] in ("done", "skipped", "cut") for p in report["phases"].values()), report["phases"]
 
     # (a) every committed tiny vector, re-encoded on the device to the committed bytes
@@ -56,6 +56,10 @@ def test_tiny_rehearsal_reports_everything(tmp_path):
     if report["phases"]["rows"]["status"] == "done":
         row = report["rows"]["tiny.tiny-model.tokens"]
         assert row["full_sha256"] == row["committed_sha256"] == row["cpu_full_sha256"]
+    if report["phases"]["static"]["status"] == "done":  # the fixed-shape step: same logits; no graphs on a CPU
+        assert checks["tiny.batch1: the fixed-shape step's logits equal the model's step on cpu"]
+        assert checks["tiny.batch64: the fixed-shape step's logits equal the model's step on cpu"]
+        assert report["static"]["tiny.batch1"]["graph"].startswith("skipped")
     if report["phases"]["made"]["status"] == "done":
         with tarfile.open(out / "device_vectors.tar") as tar:
             names = set(tar.getnames())
