@@ -75,8 +75,9 @@ class StaticStep:
         return self._body(self._tokens)
 
     def capture(self, warmup: int = 2) -> None:
-        """Record one step in a CUDA graph; later steps replay it. The warm-up steps run on a
-        side stream first (they settle the int8 matmul path and the allocator) and are undone."""
+        """Record one step in a CUDA graph; later steps replay it. Warm-up steps run on a side
+        stream first (they settle the int8 matmul path and the allocator); their length updates are
+        undone, and the keys they wrote sit at positions the next real step overwrites."""
         if self.model.device.type != "cuda":
             raise RuntimeError("CUDA graphs need the model on a CUDA device")
         lengths = self.cache.lengths.clone()
@@ -88,9 +89,9 @@ class StaticStep:
                 self.cache.lengths.copy_(lengths)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph):  # records the kernels (length update included) without running them
             self._out = self._body(self._tokens)
-        self.cache.lengths.copy_(lengths)  # capturing ran the step once: undo its length update
+        self.cache.lengths.copy_(lengths)  # as before the warm-up
         self._graph = graph
 
     # -- the step ---------------------------------------------------------------------------
