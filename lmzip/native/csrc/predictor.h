@@ -105,6 +105,8 @@ class Predictor {
 
   // What predict saw, for update. The biased teacher's weights et_ (<= 2**30) define its
   // frequencies f = 1 + floor(et * r / 2**32) (+ rest_ at arg_t_), computed where needed.
+  // zb_: scratch of biased(): the low 32 bits of w = (u >> 14) + z (or, on the int64 path, the
+  // biased logits relative to their maximum); zb64_ that path's int64 logits.
   std::vector<int32_t> exp32_, zb_, et_, sel_;
   std::vector<int64_t> zb64_, adds_, z_copy_;
   std::vector<int32_t> touched_;
