@@ -10,24 +10,9 @@ import numpy as np
 from ..predict.adapt import COMPONENTS, AdaptParams, state_digest
 from ..coding.coder import CONSTRICTION_PRECISION, DEFAULT_TOP_K, DEFAULT_TOTAL_BITS, _check_params
 from ..coding.coder import OVERREAD_ERROR
+from ..coding.coder import _as_rows  # the reference's own row checks: the same errors
 from ..errors import FormatError, TrailingDataError, TruncatedError
 from . import _native
-
-
-def _rows(freqs: Any, ndim: int) -> np.ndarray:
-    if hasattr(freqs, "detach"):
-        t = freqs.detach()
-        if t.is_floating_point() or t.is_complex() or str(t.dtype) == "torch.bool":
-            raise ValueError(f"frequencies must be integers, got dtype {t.dtype}")
-        freqs = t.cpu().numpy()
-    a = np.asarray(freqs)
-    if a.dtype.kind not in "iu":
-        raise ValueError(f"frequencies must be integers, got dtype {a.dtype}")
-    if a.dtype not in (np.int32, np.int64):
-        a = a.astype(np.int64)
-    if a.ndim != ndim or a.shape[-1] < 1:
-        raise ValueError(f"expected a {ndim}-d frequency array with rows, got shape {a.shape}")
-    return np.ascontiguousarray(a)
 
 
 def _symbols(symbols: Any) -> np.ndarray:
@@ -56,10 +41,10 @@ class NativeTokenEncoder:
         return self._e.num_escapes
 
     def encode(self, symbol: int, freqs: Any) -> None:
-        self.encode_many([symbol], _rows(freqs, 1)[None])
+        self.encode_many([symbol], _as_rows(freqs, 1)[None])
 
     def encode_many(self, symbols: Sequence[int] | np.ndarray, freqs: Any) -> None:
-        rows = _rows(freqs, 2)
+        rows = _as_rows(freqs, 2)
         syms = _symbols(symbols)
         if syms.shape[0] != rows.shape[0]:
             raise ValueError(f"{syms.shape[0]} symbols but {rows.shape[0]} frequency rows")
@@ -100,7 +85,7 @@ class NativeTokenDecoder:
         return self._d.num_escapes
 
     def decode(self, freqs: Any) -> int:
-        sym = self._d.decode(_rows(freqs, 1))
+        sym = self._d.decode(_as_rows(freqs, 1))
         if sym < 0:
             raise _stream_error(sym)
         return sym
