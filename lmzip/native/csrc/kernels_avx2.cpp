@@ -101,18 +101,13 @@ void x_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_
     const __m128i p1 = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(w1, low_halves));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_inserti128_si256(_mm256_castsi128_si256(p0), p1, 1));
   }
-  int64_t a = hmax64(max64(a0, a1));
-  int64_t l[4];
+  int64_t l[4], ta, tb;
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), min64(b0, b1));
-  int64_t b = l[0];
-  for (int j = 1; j < 4; ++j) b = l[j] < b ? l[j] : b;
-  for (; i < n; ++i) {
-    const int64_t w = int64_t(u[i] >> 14) + z[i];
-    q[i] = int32_t(uint32_t(uint64_t(w)));
-    a = w > a ? w : a;
-    b = w < b ? w : b;
-  }
-  *wmax = a;
+  d_bias_logits(z + i, u + i, n - i, q + i, &ta, &tb);  // the tail
+  const int64_t a = hmax64(max64(a0, a1));
+  int64_t b = tb;
+  for (int j = 0; j < 4; ++j) b = l[j] < b ? l[j] : b;
+  *wmax = ta > a ? ta : a;
   *wmin = b;
 }
 
@@ -129,15 +124,7 @@ int64_t x_exp_rel(const int32_t* q, int32_t top, const int32_t* table, int32_t l
   }
   int64_t l[4];
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi64(s0, s1));
-  int64_t s = l[0] + l[1] + l[2] + l[3];
-  for (; i < n; ++i) {
-    uint32_t d = uint32_t(top) - uint32_t(q[i]);
-    d = d < uint32_t(last) ? d : uint32_t(last);
-    const int32_t v = table[d];
-    et[i] = v;
-    s += v;
-  }
-  return s;
+  return l[0] + l[1] + l[2] + l[3] + d_exp_rel(q + i, top, table, last, et + i, n - i);
 }
 
 int x_find32(const int32_t* row, int n, int32_t x) {
@@ -147,9 +134,7 @@ int x_find32(const int32_t* row, int n, int32_t x) {
     const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + i)), vx)));
     if (m) return i + __builtin_ctz(unsigned(m));
   }
-  for (; i < n; ++i)
-    if (row[i] == x) return i;
-  return n;
+  return i + d_find32(row + i, n - i, x);
 }
 
 int x_select_ge32(const int32_t* row, int n, int32_t thr, int32_t* out) {
@@ -162,9 +147,9 @@ int x_select_ge32(const int32_t* row, int n, int32_t thr, int32_t* out) {
       m &= m - 1;
     }
   }
-  for (; i < n; ++i)
-    if (row[i] >= thr) out[c++] = i;
-  return c;
+  const int tail = d_select_ge32(row + i, n - i, thr, out + c);
+  for (int j = c; j < c + tail; ++j) out[j] += i;
+  return c + tail;
 }
 
 // Per 8 lanes of et: the 64-bit values of its even and odd lanes (as 4 x 64 each).
@@ -209,13 +194,7 @@ int64_t x_teacher_out(const int32_t* et, int n, int64_t r, int32_t* out) {
   }
   int64_t a[4];
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(a), fa);
-  int64_t F = a[0] + a[1] + a[2] + a[3];
-  for (; i < n; ++i) {
-    const int64_t x = int64_t((uint64_t(uint32_t(et[i])) * uint64_t(r)) >> 32);
-    out[i] = int32_t(x + 1);
-    F += x;
-  }
-  return F;
+  return a[0] + a[1] + a[2] + a[3] + d_teacher_out(et + i, n - i, r, out + i);
 }
 
 // g = ((et >> sh) * dense) >> sh2 on 4 x 64-bit lanes (g < 2**33, see predictor.cpp).
