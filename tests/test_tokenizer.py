@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmzip.errors import TokenizerError
+from lmzip.model import tokenizer as tokenizer_module
 from lmzip.model.tokenizer import (
     LMZIP_TOKENIZER_JSON,
     BPETokenizer,
@@ -197,6 +198,11 @@ def test_load_reuses_the_cached_state_and_rebuilds_a_damaged_one(bpe_tokenizer: 
     assert np.array_equal(again.encode(data), bpe_tokenizer.encode(data))
     assert again.decode(again.encode(data)) == data
     assert again.missing_bytes == bpe_tokenizer.missing_bytes
+    with monkeypatch.context() as m:  # a state cached by other code (another source) is not read back
+        m.setattr(tokenizer_module, "_module_source", lambda: b"another version of tokenizer.py")
+        m.setattr(BPETokenizer, "_build", classmethod(no_build))
+        with pytest.raises(AssertionError, match="rebuilt"):
+            load_tokenizer(tmp_path / "tok")
     raw = bytearray(cached.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # damaged: the digest no longer matches, so the files are read again
     cached.write_bytes(bytes(raw))

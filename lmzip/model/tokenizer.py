@@ -513,8 +513,8 @@ class BPETokenizer(Tokenizer):
     # A built tokenizer's state, cached (resources.write_cache) so that loading skips parsing
     # ~2 MB of JSON and rebuilding the tables (~0.45 s of a 12-byte file's ~1.2 s). marshal, not
     # pickle: reading it back can build only plain values, never run code. The key is a hash of
-    # the files it was built from, lmzip's version and the Python version (marshal's format).
-    _CACHE_VERSION = 2
+    # the files it was built from, of this module's source (a state built by other code, with other
+    # attributes, is never read back) and of the Python version (marshal's format).
     _LAZY = ("_raw_split_re", "_hf_model")
 
     def _cache_body(self) -> bytes:
@@ -526,13 +526,13 @@ class BPETokenizer(Tokenizer):
             if isinstance(v, np.ndarray):
                 v = ("__ndarray__", v.dtype.str, v.shape, v.tobytes())
             state[k] = v
-        return marshal.dumps((self._CACHE_VERSION, state))
+        return marshal.dumps(state)
 
     @classmethod
     def _from_cache_body(cls, body: bytes) -> "BPETokenizer | None":
         try:
-            version, state = marshal.loads(body)
-            if version != cls._CACHE_VERSION or not isinstance(state, dict):
+            state = marshal.loads(body)
+            if not isinstance(state, dict):
                 return None
             tok = cls.__new__(cls)
             for k, v in state.items():
@@ -547,14 +547,13 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def _load(cls, directory: Path, meta: dict[str, Any]) -> "BPETokenizer":
-        from lmzip import __version__
         from lmzip.resources import read_cache, write_cache
 
         try:
             raw = (directory / TOKENIZER_JSON).read_bytes()
         except OSError as e:
             raise TokenizerError(f"cannot read {directory / TOKENIZER_JSON}: {e}") from e
-        key = hashlib.sha256(b"\0".join([raw, json.dumps(meta, sort_keys=True).encode(), __version__.encode(),
+        key = hashlib.sha256(b"\0".join([raw, json.dumps(meta, sort_keys=True).encode(), _module_source(),
                                           sys.version.encode()])).hexdigest()[:24]
         cache_name = f"tokenizer-{key}.marshal"
         body = read_cache(cache_name)
@@ -739,6 +738,17 @@ class BPETokenizer(Tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _module_source() -> bytes:
+    """This module's source (part of the cached state's key); lmzip's version where it cannot be read."""
+    try:
+        return Path(__file__).read_bytes()
+    except OSError:
+        from lmzip import __version__
+
+        return __version__.encode()
 
 
 def load_tokenizer(directory_or_spec: PathLike | str) -> Tokenizer:
