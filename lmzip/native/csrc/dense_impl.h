@@ -15,25 +15,6 @@ int64_t d_max(const int64_t* x, int n) {
   return m;
 }
 
-// zb = (u >> 14) + z (beta == 1), or (u >> 14) + ((z * beta) >> 12); returns max(zb).
-int64_t d_biased(const int64_t* u, const int64_t* z, int64_t beta, int64_t* zb, int n) {
-  int64_t m = INT64_MIN;
-  if (beta == 4096) {
-    for (int i = 0; i < n; ++i) {
-      const int64_t v = (u[i] >> 14) + z[i];
-      zb[i] = v;
-      m = v > m ? v : m;
-    }
-  } else {
-    for (int i = 0; i < n; ++i) {
-      const int64_t v = (u[i] >> 14) + ((z[i] * beta) >> 12);
-      zb[i] = v;
-      m = v > m ? v : m;
-    }
-  }
-  return m;
-}
-
 // e = table[min(top - x, last)] (top >= every x); *sum = sum(e), *arg = first index of max(e).
 void d_exp_weights(const int64_t* x, int64_t top, const int64_t* table, int64_t last, int64_t* e, int n,
                    int64_t* sum, int* arg) {
@@ -63,73 +44,11 @@ int64_t d_scale(const int64_t* e, int64_t r, Out* f, int n) {
   return s;
 }
 
-// e = (et >> sh) * dense (et >> sh < 2**31, dense < 2**17); returns sum(et >> sh).
-int64_t d_mix_dense(const int64_t* et, int sh, int64_t dense, int64_t* e, int n) {
-  int64_t s = 0;
-  const uint32_t dd = uint32_t(dense);
-  for (int i = 0; i < n; ++i) {
-    const uint32_t x = uint32_t(et[i] >> sh);
-    e[i] = int64_t(uint64_t(x) * dd);
-    s += x;
-  }
-  return s;
-}
-
-// e >>= sh (e >= 0); *sum = sum(e), *arg = first index of max(e).
-void d_shift_sum_arg(int64_t* e, int sh, int n, int64_t* sum, int* arg) {
-  int64_t s = 0, key = -1;
-  for (int i = 0; i < n; ++i) {
-    const int64_t v = int64_t(uint64_t(e[i]) >> sh);
-    e[i] = v;
-    s += v;
-    const int64_t k = (v << ARG_BITS) | (ARG_MASK - i);
-    key = k > key ? k : key;
-  }
-  *sum = s;
-  *arg = int(ARG_MASK - (key & ARG_MASK));
-}
-
-// u -= (f * lr) >> 16 (f <= 2**24, lr < 2**16).
-void d_unigram_step(int64_t* u, const int64_t* f, int64_t lr, int n) {
-  const uint32_t l = uint32_t(lr);
-  for (int i = 0; i < n; ++i) u[i] -= int64_t((uint64_t(uint32_t(f[i])) * l) >> 16);
-}
-
-void d_clip(int64_t* u, int64_t lim, int n) {
-  for (int i = 0; i < n; ++i) {
-    const int64_t v = u[i] < -lim ? -lim : u[i];
-    u[i] = v > lim ? lim : v;
-  }
-}
-
 // Sum of row[0..n) (int32 entries).
 int64_t d_sum32(const int32_t* row, int n) {
   int64_t s = 0;
   for (int i = 0; i < n; ++i) s += row[i];
   return s;
-}
-
-// Minimum of row[0..n) (int32 entries).
-int32_t d_min32(const int32_t* row, int n) {
-  int32_t m = row[0];
-  for (int i = 1; i < n; ++i) m = row[i] < m ? row[i] : m;
-  return m;
-}
-
-// Indices i with f[i] >= thr, ascending, into out; returns their number. Blocks of 16 are tested
-// with one vectorizable OR first: most hold none.
-int d_select_ge(const int64_t* f, int64_t thr, int n, int32_t* out) {
-  int c = 0, i = 0;
-  for (; i + 16 <= n; i += 16) {
-    int any = 0;
-    for (int j = 0; j < 16; ++j) any |= f[i + j] >= thr;
-    if (!any) continue;
-    for (int j = 0; j < 16; ++j)
-      if (f[i + j] >= thr) out[c++] = i + j;
-  }
-  for (; i < n; ++i)
-    if (f[i] >= thr) out[c++] = i;
-  return c;
 }
 
 // The k best entries of row by (frequency desc, id asc) into ids/freqs, in that order (k <= n).

@@ -100,18 +100,10 @@ constexpr int TOPK_BLOCK = 64;
 // Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.
 struct DenseKernels {
   int64_t (*max)(const int64_t* x, int n);
-  int64_t (*biased)(const int64_t* u, const int64_t* z, int64_t beta, int64_t* zb, int n);
   void (*exp_weights)(const int64_t* x, int64_t top, const int64_t* table, int64_t last, int64_t* e, int n,
                       int64_t* sum, int* arg);
-  int64_t (*scale64)(const int64_t* e, int64_t r, int64_t* f, int n);
   int64_t (*scale32)(const int64_t* e, int64_t r, int32_t* f, int n);
-  int64_t (*mix_dense)(const int64_t* et, int sh, int64_t dense, int64_t* e, int n);
-  void (*shift_sum_arg)(int64_t* e, int sh, int n, int64_t* sum, int* arg);
-  void (*unigram_step)(int64_t* u, const int64_t* f, int64_t lr, int n);
-  void (*clip)(int64_t* u, int64_t lim, int n);
   int64_t (*sum32)(const int32_t* row, int n);
-  int32_t (*min32)(const int32_t* row, int n);
-  int (*select_ge)(const int64_t* f, int64_t thr, int n, int32_t* out);
   void (*top_k)(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs);
   void (*bias_logits)(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin);
   int64_t (*exp_rel)(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n);

@@ -293,8 +293,7 @@ int x_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr
 }
 }  // namespace
 
-const DenseKernels dense_avx2 = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
-                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k,
+const DenseKernels dense_avx2 = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
                                 x_bias_logits, x_exp_rel, x_find32, d_block_max32, x_select_ge32, x_exp32, x_teacher_sums, x_teacher_out, x_mix_sum_arg, x_mix_out,
                                 x_unigram_step32, d_select_teacher, d_clip32,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};

@@ -8,8 +8,7 @@ namespace {
 #include "dense_impl.h"
 }  // namespace
 
-const DenseKernels dense_portable = {d_max, d_biased, d_exp_weights, d_scale<int64_t>, d_scale<int32_t>, d_mix_dense,
-                                d_shift_sum_arg, d_unigram_step, d_clip, d_sum32, d_min32, d_select_ge, d_top_k,
+const DenseKernels dense_portable = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
                                 d_bias_logits, d_exp_rel, d_find32, d_block_max32, d_select_ge32, d_exp32, d_teacher_sums, d_teacher_out, d_mix_sum_arg, d_mix_out,
                                 d_unigram_step32, d_select_teacher, d_clip32,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
