@@ -42,7 +42,7 @@ VARIANTS = {
     "bias": AdaptParams(**dict(OFF, bias_lr=AdaptParams.bias_lr, bigram_lr=AdaptParams.bigram_lr)),
     "n-grams": AdaptParams(**dict(OFF, ngram_order=AdaptParams.ngram_order)),
     "match": AdaptParams(**dict(OFF, match=True)),
-    "all, one mixer": AdaptParams(mixer2=False),
+    "all, one mixer": AdaptParams(version=1),
     "all (default)": AdaptParams(),
 }
 

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         z = np.concatenate([to_numpy(m.head_logits(m.hidden(cache, x[None, c:c + 512])[0])) for c in range(0, len(x), 512)])
         res = {}
         for step in (1, 2, 4, 8):
-            res[step] = code_length(NativePredictor(AdaptParams(), stepped_table(base, step), V, classes), z, ids) / nbytes
+            res[step] = code_length(NativePredictor(AdaptParams(version=2), stepped_table(base, step), V, classes), z, ids) / nbytes
         cells = [f"2**-{10 - step.bit_length() + 1} nat ({(len(base) - 1) // step + 1} entries): {b:.4f} ({100 * (b / res[1] - 1):+.3f}%)"
                  for step, b in res.items()]
         print(f"{Path(path).name} ({len(ids)} tokens, {nbytes} bytes)  " + "  ".join(cells), flush=True)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for nats in (16, 14, 12):
             t = base.copy()
             t[nats * 1024:] = 0
-            bits = code_length(NativePredictor(AdaptParams(), t, V, classes), z, ids)
+            bits = code_length(NativePredictor(AdaptParams(version=2), t, V, classes), z, ids)
             cut.append(f"cut at {nats} nats: {bits / nbytes:.4f} ({100 * (bits / nbytes / res[1] - 1):+.3f}%, "
                        f"{float((d < nats * 1024).mean()):.0%} of entries below)")
         print(f"{Path(path).name}  " + "  ".join(cut), flush=True)

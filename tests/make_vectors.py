@@ -22,7 +22,8 @@ VECTORS = Path(__file__).parent / "vectors"
 TEXT = (VECTORS / "teacher-small.orig")
 
 PLAIN = dict(adapt=False, transforms=False)  # format version 1: the model alone
-ONE_MIXER = {"mixer2": False}
+ONE_MIXER = {"version": 1}
+TWO_MIXERS = {"version": 2}  # predictor parameters version 2, the default until version 3
 ADAPT_TEXT = (b"The decoder learns what the encoder learned, token for token.\r\n" * 10
               + b"line\nwith bare LF\n" * 6 + random.Random(5).randbytes(64))
 TINY = {
@@ -36,13 +37,15 @@ TINY = {
     # (predictor parameters version 1: one mixer, as first written)
     "tiny-adapt": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False, adapt=ONE_MIXER)),
     # predictor parameters version 2: the second, token-class mixer
-    "tiny-adapt2": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
+    "tiny-adapt2": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False, adapt=TWO_MIXERS)),
+    # predictor parameters version 3 (lmzip's default): exp3, the bounded normalisation
+    "tiny-adapt3": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False)),
     # format version 3: the compact header with the model named in full (a model directory) ...
     "tiny-compact": (ADAPT_TEXT, dict(window=48, overlap=16, segment_size=300, top_k=16, fallback=False,
-                                      format_version=3)),
+                                      format_version=3, adapt=TWO_MIXERS)),
     # ... and the fallbacks: text where stored bytes or xz win, binary that the sniffer keeps from the model
     "tiny-xz": (b"and text at the start.\n" * 8 + bytes(range(256)) * 3 + random.Random(9).randbytes(300),
-                dict(window=48, overlap=16, segment_size=300, top_k=16, format_version=3)),
+                dict(window=48, overlap=16, segment_size=300, top_k=16, format_version=3, adapt=TWO_MIXERS)),
 }
 # Vectors written before format version 3 carry no format_version: they are in the legacy layout
 # (version 1 or 2, whichever their features need), and so is what re-encodes them.
@@ -50,9 +53,11 @@ LEGACY = 2
 TEACHER = {
     "teacher-small": dict(window=2048, overlap=512, segment_size=0, top_k=64, **PLAIN),
     "teacher-adapt": dict(window=2048, overlap=512, segment_size=0, top_k=64, adapt=ONE_MIXER),
-    "teacher-adapt2": dict(window=2048, overlap=512, segment_size=0, top_k=64),
-    # format version 3 with lmzip's defaults: the teacher named by reference, settings by preset 1
-    "teacher-compact": dict(format_version=3),
+    "teacher-adapt2": dict(window=2048, overlap=512, segment_size=0, top_k=64, adapt=TWO_MIXERS),
+    # format version 3 with lmzip's defaults of its time: the teacher named by reference, settings by preset 1
+    "teacher-compact": dict(format_version=3, adapt=TWO_MIXERS),
+    # predictor parameters version 3 (lmzip's defaults now: preset 3)
+    "teacher-adapt3": dict(format_version=3),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -21,8 +23,8 @@ SMALL = dict(window=48, overlap=16, segment_size=160, fallback=False)
 
 ALL_OFF = AdaptParams(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False)
 VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(match=False, mix_lr=0),
-            AdaptParams(bias_lr=0, bigram_lr=0), ALL_OFF, AdaptParams(mixer2=False),
-            AdaptParams(ngram_order=2, mixer2=False)]
+            AdaptParams(bias_lr=0, bigram_lr=0), ALL_OFF, AdaptParams(version=1),
+            AdaptParams(ngram_order=2, version=1), AdaptParams(version=2), AdaptParams(version=2, ngram_order=3)]
 
 
 def _classes(V: int) -> np.ndarray:
@@ -40,13 +42,48 @@ def test_normalize_matches_the_exact_model(e):
 def test_params_bytes_round_trip():
     for p in VARIANTS:
         assert AdaptParams.from_bytes(p.to_bytes()) == p
-        assert p.to_bytes()[0] == (2 if p.mixer2 else 1)  # version 1: one mixer, as first written
+        assert p.to_bytes()[0] == p.version  # version 1: one mixer, as first written
     raw = AdaptParams().to_bytes()
-    for bad in (b"", raw[:-1], raw + b"\0", b"\x03" + raw[1:], b"\x00" + raw[1:], raw[:8] + b"\x02" + raw[9:]):
+    assert raw[0] == 3  # the default: exp3
+    for bad in (b"", raw[:-1], raw + b"\0", b"\x04" + raw[1:], b"\x00" + raw[1:], raw[:8] + b"\x02" + raw[9:]):
         with pytest.raises(ValueError):
             AdaptParams.from_bytes(bad)
     with pytest.raises(ValueError):
         AdaptParams(ngram_order=7).to_bytes()
+
+
+def test_exp3_against_the_exponential():
+    """exp3: 2**30 at 0 only, never increasing, 0 from 21294 on (as the table), and within 2**-13
+    of 2**30 e**(-d/1024) wherever the value exceeds 2**16."""
+    d = np.arange(0, 70000, dtype=np.int64)
+    e = adapt.exp3(d)
+    assert e[0] == 2**30 and (e[1:] < 2**30).all() and (np.diff(e) <= 0).all()
+    assert (e[21294:] == 0).all() and e[21293] > 0
+    true = 2.0**30 * np.exp(-d / 1024)
+    big = true > 2**16
+    assert np.abs(e[big] / true[big] - 1).max() < 2**-13
+    assert adapt.exp3(np.array([2**40]))[0] == 0
+
+
+def test_version3_rows_are_distributions_close_to_version2():
+    """Same inputs, version 2 and 3: every row sums to 2**24 with entries >= 1, and the two
+    predictors' code lengths differ by little (version 3 changes only rounding)."""
+    V = 500
+    rng = np.random.default_rng(4)
+    letters = rng.integers(0, V, 12)
+    seq = letters[rng.integers(0, 12, 400)]
+    bits = {}
+    for version in (2, 3):
+        pred = AdaptivePredictor(AdaptParams(version=version), EXP, V, _classes(V))
+        r = np.random.default_rng(9)
+        total = 0.0
+        for y in seq.tolist():
+            f = pred.predict((r.standard_normal(V) * 3000).astype(np.int64))
+            assert f.sum() == 2**24 and f.min() >= 1
+            total -= np.log2(f[y] / 2**24)
+            pred.update(y)
+        bits[version] = total
+    assert abs(bits[3] / bits[2] - 1) < 0.002
 
 
 def _run(params: AdaptParams, logits: np.ndarray, tokens: list[int]) -> tuple[list[np.ndarray], AdaptivePredictor]:
@@ -77,11 +114,20 @@ def test_rows_are_valid_and_replay_identically(seed, n, params, alphabet):
 
 
 def test_all_off_is_the_model_alone():
+    """Versions 1-2 with nothing switched on code the model's own rows; version 3 its exp3 rows
+    (the biased teacher's floors, the remainder at the first maximum)."""
     rng = np.random.default_rng(1)
     logits = rng.integers(-20000, 20000, size=(40, 256)).astype(np.int64)
-    rows, _ = _run(ALL_OFF, logits, rng.integers(0, 256, size=40).tolist())
-    m = normalize_frequencies(torch.from_numpy(EXP[np.minimum(logits.max(1, keepdims=True) - logits, len(EXP) - 1)])).numpy()
+    tokens = rng.integers(0, 256, size=40).tolist()
+    rows, _ = _run(dataclasses.replace(ALL_OFF, version=2), logits, tokens)
+    d = logits.max(1, keepdims=True) - logits
+    m = normalize_frequencies(torch.from_numpy(EXP[np.minimum(d, len(EXP) - 1)])).numpy()
     assert np.array_equal(np.stack(rows), m)
+    rows, _ = _run(ALL_OFF, logits, tokens)
+    for row, e in zip(rows, adapt.exp3(d)):
+        f = ((e * ((2**24 - 256 << 32) // int(e.sum()))) >> 32) + 1
+        f[int(e.argmax())] += 2**24 - int(f.sum())
+        assert np.array_equal(row, f)
 
 
 def _token_class_spec(b: bytes) -> int:
@@ -113,12 +159,12 @@ def test_token_classes_and_the_second_mixer():
     assert classes.tolist() == [0, 1, 2, 3, 4, 4, 4, 0, 4, 4]
     with pytest.raises(ValueError):
         AdaptivePredictor(AdaptParams(), EXP, 10)  # the second mixer needs the classes
-    AdaptivePredictor(AdaptParams(mixer2=False), EXP, 10)  # version 1 does not
+    AdaptivePredictor(AdaptParams(version=1), EXP, 10)  # version 1 does not
     # With both mixers the state holds a second weight table, and it changes the rows.
     rng = np.random.default_rng(7)
     logits = rng.integers(-3000, 3000, size=(200, 64)).astype(np.int64)
     tokens = (list(range(10)) * 20)
-    one, a = _run(AdaptParams(mixer2=False), logits, tokens)
+    one, a = _run(AdaptParams(version=1), logits, tokens)
     two, b = _run(AdaptParams(), logits, tokens)
     assert not a.weights2 and b.weights2
     assert any(not np.array_equal(x, y) for x, y in zip(one, two))

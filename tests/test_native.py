@@ -154,7 +154,8 @@ def test_rejects_bad_input_like_the_reference():
 EXP = exp_table(10, 30)
 VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(match=False, mix_lr=0),
             AdaptParams(bias_lr=0, bigram_lr=0), AdaptParams(bias_lr=0, bigram_lr=0, temp_lr=0, ngram_order=0, match=False),
-            AdaptParams(mixer2=False), AdaptParams(ngram_order=2, mixer2=False), AdaptParams(temp_lr=5000, bias_lr=65535)]
+            AdaptParams(version=1), AdaptParams(ngram_order=2, version=1), AdaptParams(temp_lr=5000, bias_lr=65535),
+            AdaptParams(version=2), AdaptParams(version=2, temp_lr=200, ngram_order=3), AdaptParams(version=2, bias_lr=0)]
 
 
 @settings(max_examples=30)
@@ -183,14 +184,16 @@ def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level
     assert nat.digest() == ref.digest()
 
 
-def test_predictor_on_teacher_sized_rows():
+@pytest.mark.parametrize("version", [2, 3])
+def test_predictor_on_teacher_sized_rows(version):
     """49152 entries and logits spread like the teacher's: the full-width loops."""
     V = 49152
     rng = np.random.default_rng(7)
     classes = np.arange(V, dtype=np.int64) % adapt.N_CLASSES
+    params = AdaptParams(version=version)
     for level in LEVELS:
         _native.set_dense_level(level)
-        ref, nat = AdaptivePredictor(AdaptParams(), EXP, V, classes), NativePredictor(AdaptParams(), EXP, V, classes)
+        ref, nat = AdaptivePredictor(params, EXP, V, classes), NativePredictor(params, EXP, V, classes)
         for i in range(40):
             z = (rng.standard_normal(V) * 6000).astype(np.int64)
             y = int(rng.integers(0, 50)) if i % 3 else int(np.argmax(z))
@@ -198,6 +201,60 @@ def test_predictor_on_teacher_sized_rows():
             ref.update(y)
             nat.update(y)
         assert nat.digest() == ref.digest()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_exp3_pass_equals_the_reference_formula(level):
+    """Every argument exp3 can see (0..32767 and far beyond, wrapped in uint32 as the pass forms
+    them), rows of every length: values, sum and the first index of the maximum."""
+    _native.set_dense_level(level)
+    rng = np.random.default_rng(3)
+    top = 123456789
+    d = np.concatenate([np.arange(0, 40000), rng.integers(0, 2**32, 5000), [2**32 - 1, 2**31, 2**31 - 1]])
+    for n in (len(d), 1, 7, 8, 9, 31):
+        dd = d[-n:] if n < len(d) else d
+        q = ((top - dd) % 2**32).astype(np.uint32).view(np.int32)
+        et, s, arg = _native.exp3_rel(q, top)
+        want = adapt.exp3(dd.astype(np.int64))
+        assert np.array_equal(et.astype(np.int64), want) and s == int(want.sum())
+        zero = np.flatnonzero(dd == 0)
+        assert arg == (int(zero[0]) if zero.size else n)
+
+
+def test_version3_remainder_goes_to_the_smallest_id_among_equals():
+    """Flat logits, no biases: after context (1, 2) came 9, then 3, the two get equal mixture
+    weights; the remainder goes to 3 (the smaller id), not to the first seen."""
+    V, params = 40, AdaptParams(bias_lr=0, bigram_lr=0, match=False)
+    classes = np.arange(V, dtype=np.int64) % adapt.N_CLASSES
+    for level in LEVELS:
+        _native.set_dense_level(level)
+        ref, nat = AdaptivePredictor(params, EXP, V, classes), NativePredictor(params, EXP, V, classes)
+        for y in [1, 2, 9, 1, 2, 3, 1, 2]:
+            row = ref.predict(np.zeros(V, dtype=np.int64))
+            assert np.array_equal(nat.predict(np.zeros(V, dtype=np.int64)), row)
+            ref.update(y)
+            nat.update(y)
+        row = ref.predict(np.zeros(V, dtype=np.int64))
+        assert np.array_equal(nat.predict(np.zeros(V, dtype=np.int64)), row)
+        assert row[3] > row[9] > row[0] and row[3] == row.max()
+
+
+def test_predict_again_without_update_is_the_same():
+    """Version 3's native pass takes the unigram step in predict: asked twice (a caller that looks
+    before it codes), the second answer and the learned state are the reference's."""
+    V = 300
+    rng = np.random.default_rng(11)
+    classes = np.arange(V, dtype=np.int64) % adapt.N_CLASSES
+    ref, nat = AdaptivePredictor(AdaptParams(), EXP, V, classes), NativePredictor(AdaptParams(), EXP, V, classes)
+    for i in range(60):
+        z = rng.integers(-30000, 30000, V)
+        if i % 4 == 0:
+            nat.predict(rng.integers(-30000, 30000, V))  # a look at other logits first
+        assert np.array_equal(nat.predict(z), ref.predict(z)), i
+        y = int(rng.integers(0, 20))
+        ref.update(y)
+        nat.update(y)
+    assert nat.digest() == ref.digest()
 
 
 # -- the coder ------------------------------------------------------------------------------------

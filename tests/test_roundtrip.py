@@ -215,14 +215,15 @@ def test_committed_tiny_model_vectors_decode(runtime):
 @pytest.mark.teacher
 def test_committed_teacher_vectors_decode(teacher):
     """Made by the teacher: without adaptation (format 1), with it (format 2), and in the compact
-    layout that names the teacher by reference (format 3): all still decode and re-encode."""
+    layout that names the teacher by reference (format 3), with predictor version 3 (preset 3):
+    all still decode and re-encode."""
     manifest = json.loads((VECTORS / "manifest.json").read_text())
     names = [n for n in manifest if n.startswith("teacher-")]
-    assert {"teacher-small", "teacher-adapt", "teacher-adapt2", "teacher-compact"} <= set(names)
+    assert {"teacher-small", "teacher-adapt", "teacher-adapt2", "teacher-compact", "teacher-adapt3"} <= set(names)
     original = (VECTORS / "teacher-small.orig").read_bytes()
     for name in names:
         blob = (VECTORS / f"{name}.lmz").read_bytes()
-        assert container.peek_header(blob).version == {"teacher-small": 1, "teacher-compact": 3}.get(name, 2)
+        assert container.peek_header(blob).version == {"teacher-small": 1, "teacher-compact": 3, "teacher-adapt3": 3}.get(name, 2)
         assert lmzip.decompress(blob) == original, name  # the model is found from the header
         assert make_vectors.compressor(teacher, manifest[name]).compress(original) == blob, name
 

@@ -166,9 +166,12 @@ def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "fr
     [b - a, d]). Each window runs through the model in parts of ``FORWARD_CHUNK`` tokens
     (the rows do not depend on the split); on a part's last slice ``part`` is the
     (first, end) range of the tokens that part coded, else None, so callers can report
-    progress or give up between parts. The head runs in slices of 256 rows.
+    progress or give up between parts. The head runs in slices of 256 rows (32 on the native
+    runtime: 12 MB of logits stay in the CPU's last-level cache for the predictor, where 256
+    rows are 100 MB of fresh pages).
     """
     model, n = lm.model, len(ids)
+    step = 32 if is_native(lm) else 256
     s = np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64) if n else None
     head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h}[kind]
     for start, ctx, length in windows(n, p.window, p.overlap):
@@ -177,8 +180,8 @@ def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "fr
             c1 = min(length, c0 + FORWARD_CHUNK)
             h = model.hidden(cache, s[None, start + c0 : start + c1])
             first = max(ctx, c0)
-            for r0 in range(first, c1, 256):
-                r1 = min(c1, r0 + 256)
+            for r0 in range(first, c1, step):
+                r1 = min(c1, r0 + step)
                 part = (start + first, start + c1) if r1 == c1 else None
                 yield start + r0, start + r1, head(h[0, r0 - c0 : r1 - c0]), part
 

@@ -510,11 +510,13 @@ class Preset:
 
 #: Presets 1..15. Never change a published row: files name them by number.
 PRESETS = {
-    # lmzip's defaults: 24-bit frequencies, top-64, windows of 4096 re-reading 1024, the adaptive
+    # lmzip's defaults until predictor version 3: 24-bit frequencies, top-64, windows of 4096 re-reading 1024, the adaptive
     # predictor (parameters version 2: bias, bigram, temperature, n-grams 2-6, match, two mixers)
     1: Preset(24, 64, 4096, 1024, POLICY_SLIDING, bytes.fromhex("02c012802500000601d007")),
     # the same without the adaptive predictor (--no-adapt)
     2: Preset(24, 64, 4096, 1024, POLICY_SLIDING, b""),
+    # lmzip's defaults since predictor parameters version 3 (preset 1 with exp3, §7.4)
+    3: Preset(24, 64, 4096, 1024, POLICY_SLIDING, bytes.fromhex("03c012802500000601d007")),
 }
 
 

@@ -119,7 +119,7 @@ class NativePredictor:
         self.p = params
         cls = None if classes is None else np.ascontiguousarray(classes, dtype=np.int64)
         self._p = _native.Predictor((params.bias_lr, params.bigram_lr, params.temp_lr, params.ngram_order,
-                                     params.match, params.mix_lr, params.mixer2),
+                                     params.match, params.mix_lr, params.mixer2, params.exp3),
                                     np.ascontiguousarray(exp_table, dtype=np.int64), vocab_size, cls)
 
     def predict(self, z: np.ndarray) -> np.ndarray:

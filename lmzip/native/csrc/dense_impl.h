@@ -276,6 +276,81 @@ void d_clip32(int32_t* u, int32_t lim, int n) {
   }
 }
 
+// ---- predictor numerics version 3 (adapt.py: exp3 and the fused output pass) ---------------------
+
+// 2**30 * e**(-d / 1024), computed instead of looked up (a gather per entry cost more than the rest
+// of the predictor): d in 2**-16 bits is t = (d * 94548) >> 10, and 2**-t = 2**-(t >> 16) times a
+// degree-4 polynomial in the fraction (15 bits, Horner, arithmetic shifts: floor). d is clamped
+// to 32767 (t < 2**22); from 2**30 * 2**-30 on the value is 0.
+inline int32_t exp3(uint32_t d) {
+  d = d < 32767u ? d : 32767u;
+  const uint32_t t = (d * 94548u) >> 10;
+  const uint32_t n = t >> 16;
+  const int32_t x = int32_t((t & 0xFFFFu) >> 1);
+  int32_t p = 225;
+  p = -1745 + ((p * x) >> 15);  // |p * x| < 2**30
+  p = 7847 + ((p * x) >> 15);
+  p = -22710 + ((p * x) >> 15);
+  const int32_t m = 32768 + ((p * x) >> 15);  // 16383..32768
+  return int32_t((uint32_t(m) << 15) >> (n < 31u ? n : 31u));
+}
+
+// In place: et = exp3(top - q) in uint32 arithmetic; returns sum(et); *arg = the first index where
+// q == top (n if none).
+int64_t d_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
+  int64_t s = 0;
+  int a = n;
+  for (int i = 0; i < n; ++i) {
+    const uint32_t d = uint32_t(top) - uint32_t(q[i]);
+    if (d == 0 && a == n) a = i;
+    const int32_t v = exp3(d);
+    q[i] = v;
+    s += v;
+  }
+  *arg = a;
+  return s;
+}
+
+// The output pass of version 3, one read of et for everything that needs the whole vocabulary:
+//   x = floor(g * r2 / 2**32) with g = ((et >> sh) * dense) >> sh2   (mix)
+//   x = floor(et * r / 2**32)                                          (the teacher alone)
+//   out = x + 1; returns sum(x)
+//   u -= (f * lr) >> 16 with f = 1 + floor(et * r / 2**32)              (u: the unigram step)
+//   sel: the indices with f >= thr, ascending; *nsel their count      (sel)
+template <bool MIX, bool UNI, bool SEL>
+int64_t d_out3_t(const Out3Args& a, int* nsel) {
+  const uint64_t rr = uint64_t(a.r), ll = uint64_t(a.lr), dd = uint64_t(a.dense), r2 = uint64_t(a.r2);
+  int64_t s = 0;
+  int c = 0;
+  for (int i = 0; i < a.n; ++i) {
+    const uint64_t e = uint32_t(a.et[i]);
+    const uint64_t ft = ((e * rr) >> 32) + 1;
+    int64_t x;
+    if (MIX) {
+      x = int64_t(((((e >> a.sh) * dd) >> a.sh2) * r2) >> 32);
+    } else {
+      x = int64_t(ft - 1);
+    }
+    a.out[i] = int32_t(x + 1);
+    s += x;
+    if (UNI) a.u[i] -= int32_t((ft * ll) >> 16);
+    if (SEL && int64_t(ft) >= a.thr) a.sel[c++] = i;
+  }
+  *nsel = c;
+  return s;
+}
+
+int64_t d_out3(const Out3Args& a, int* nsel) {
+  const bool uni = a.u != nullptr, sel = a.sel != nullptr;
+  *nsel = 0;
+  if (a.mix) {
+    if (uni) return sel ? d_out3_t<true, true, true>(a, nsel) : d_out3_t<true, true, false>(a, nsel);
+    return sel ? d_out3_t<true, false, true>(a, nsel) : d_out3_t<true, false, false>(a, nsel);
+  }
+  if (uni) return sel ? d_out3_t<false, true, true>(a, nsel) : d_out3_t<false, true, false>(a, nsel);
+  return sel ? d_out3_t<false, false, true>(a, nsel) : d_out3_t<false, false, false>(a, nsel);
+}
+
 // ---- the forward pass's elementwise steps (model.cpp; each the reference's IEEE operations in the
 // reference's order, so vectorizing them changes no bit) --------------------------------------------
 

@@ -97,6 +97,21 @@ struct Kernels {
 // The coder's candidate search works on blocks of this many entries of a row.
 constexpr int TOPK_BLOCK = 64;
 
+// The output pass of predictor numerics version 3 (dense_impl.h: d_out3).
+struct Out3Args {
+  const int32_t* et;
+  int n;
+  int64_t r;                // the teacher's scale: f = 1 + floor(et * r / 2**32)
+  bool mix;                 // the mixture's dense part (else the teacher alone)
+  int sh, sh2;
+  int64_t dense, r2;
+  int32_t* u;               // non-null: the unigram step u -= (f * lr) >> 16
+  int64_t lr;
+  int32_t* sel;             // non-null: indices with f >= thr
+  int64_t thr;
+  int32_t* out;
+};
+
 // Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.
 struct DenseKernels {
   int64_t (*max)(const int64_t* x, int n);
@@ -119,6 +134,8 @@ struct DenseKernels {
   int (*unigram_step32)(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr, int64_t thr, int32_t* sel);
   int (*select_teacher)(const int32_t* et, int n, int64_t r, int64_t thr, int32_t* sel);
   void (*clip32)(int32_t* u, int32_t lim, int n);
+  int64_t (*exp3_rel)(int32_t* q, int32_t top, int n, int* arg);
+  int64_t (*out3)(const Out3Args& a, int* nsel);
   // the forward pass's elementwise steps
   void (*quantize)(const double* x, int M, int K, int16_t* q, int Kp, double* s);
   void (*fix)(double* y, size_t n);

@@ -291,11 +291,113 @@ int x_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr
   }
   return c;
 }
+
+// exp3 of dense_impl.h on 8 lanes (the same integer steps: vpmulld's low 32 bits are the scalar
+// products, all below 2**32; vpsrad is the arithmetic shift).
+int64_t x_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
+  const __m256i vtop = _mm256_set1_epi32(top), cap = _mm256_set1_epi32(32767), ln = _mm256_set1_epi32(94548);
+  const __m256i frac = _mm256_set1_epi32(0xFFFF), c31 = _mm256_set1_epi32(31), zero = _mm256_setzero_si256();
+  const __m256i c4 = _mm256_set1_epi32(225), c3 = _mm256_set1_epi32(-1745), c2 = _mm256_set1_epi32(7847);
+  const __m256i c1 = _mm256_set1_epi32(-22710), c0 = _mm256_set1_epi32(32768), mask = _mm256_set1_epi64x(0xffffffffLL);
+  __m256i s0 = zero, s1 = zero;
+  int a = n, i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256i d = _mm256_sub_epi32(vtop, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)));
+    if (a == n) {
+      const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(d, zero)));
+      if (m) a = i + __builtin_ctz(unsigned(m));
+    }
+    d = _mm256_min_epu32(d, cap);
+    const __m256i t = _mm256_srli_epi32(_mm256_mullo_epi32(d, ln), 10);
+    const __m256i sh = _mm256_min_epu32(_mm256_srli_epi32(t, 16), c31);
+    const __m256i x = _mm256_srli_epi32(_mm256_and_si256(t, frac), 1);
+    __m256i p = _mm256_add_epi32(c3, _mm256_srai_epi32(_mm256_mullo_epi32(c4, x), 15));
+    p = _mm256_add_epi32(c2, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
+    p = _mm256_add_epi32(c1, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
+    p = _mm256_add_epi32(c0, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
+    const __m256i v = _mm256_srlv_epi32(_mm256_slli_epi32(p, 15), sh);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), v);
+    s0 = _mm256_add_epi64(s0, _mm256_and_si256(v, mask));
+    s1 = _mm256_add_epi64(s1, _mm256_srli_epi64(v, 32));
+  }
+  int64_t l[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi64(s0, s1));
+  int ta;
+  const int64_t tail = d_exp3_rel(q + i, top, n - i, &ta);
+  if (a == n && ta < n - i) a = i + ta;
+  *arg = a;
+  return l[0] + l[1] + l[2] + l[3] + tail;
+}
+
+template <bool MIX, bool UNI, bool SEL>
+int64_t x_out3_t(const Out3Args& a, int* nsel) {
+  const __m256i rv = _mm256_set1_epi64x(a.r), lv = _mm256_set1_epi64x(a.lr), one = _mm256_set1_epi32(1);
+  const __m256i tv = _mm256_set1_epi32(int32_t(a.thr - 1));  // f >= thr as f > thr - 1 (thr <= 2**24)
+  const __m256i dv = _mm256_set1_epi64x(a.dense), r2v = _mm256_set1_epi64x(a.r2), lo32 = _mm256_set1_epi64x(0xffffffffLL);
+  const __m128i shv = _mm_cvtsi32_si128(a.sh), sh2v = _mm_cvtsi32_si128(a.sh2);
+  // floor(g * r2 / 2**32) for g < 2**33: g = gh * 2**32 + gl, gh in {0, 1}.
+  auto scaled = [&](__m256i g) {
+    const __m256i low = _mm256_srli_epi64(_mm256_mul_epu32(g, r2v), 32);
+    return _mm256_add_epi64(low, _mm256_and_si256(_mm256_cmpgt_epi64(g, lo32), r2v));
+  };
+  __m256i fa = _mm256_setzero_si256();
+  int c = 0, i = 0;
+  for (; i + 8 <= a.n; i += 8) {
+    const __m256i et = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.et + i));
+    const __m256i ft = _mm256_add_epi32(mulhi32(et, rv), one);  // each < 2**25
+    __m256i x;
+    if (MIX) {
+      __m256i e, o;
+      split64(et, e, o);
+      const __m256i xe = scaled(mix_g(e, shv, dv, sh2v)), xo = scaled(mix_g(o, shv, dv, sh2v));
+      fa = _mm256_add_epi64(fa, _mm256_add_epi64(xe, xo));
+      x = _mm256_blend_epi32(xe, _mm256_slli_epi64(xo, 32), 0xAA);  // each x < 2**32
+    } else {
+      x = _mm256_sub_epi32(ft, one);
+      fa = _mm256_add_epi64(fa, _mm256_add_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(x)),
+                                                 _mm256_cvtepu32_epi64(_mm256_extracti128_si256(x, 1))));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + i), _mm256_add_epi32(x, one));
+    if (UNI) {
+      __m256i* up = reinterpret_cast<__m256i*>(a.u + i);
+      _mm256_storeu_si256(up, _mm256_sub_epi32(_mm256_loadu_si256(up), mulshr16(ft, lv)));
+    }
+    if (SEL) {
+      int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(ft, tv)));
+      while (m) {
+        a.sel[c++] = i + __builtin_ctz(unsigned(m));
+        m &= m - 1;
+      }
+    }
+  }
+  int64_t l[4];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), fa);
+  Out3Args t = a;  // the tail, by the plain loop
+  t.et += i, t.out += i, t.n -= i;
+  if (UNI) t.u += i;
+  if (SEL) t.sel += c;
+  int tc;
+  const int64_t tail = d_out3_t<MIX, UNI, SEL>(t, &tc);
+  for (int j = c; j < c + tc; ++j) a.sel[j] += i;
+  *nsel = c + tc;
+  return l[0] + l[1] + l[2] + l[3] + tail;
+}
+
+int64_t x_out3(const Out3Args& a, int* nsel) {
+  const bool uni = a.u != nullptr, sel = a.sel != nullptr;
+  *nsel = 0;
+  if (a.mix) {
+    if (uni) return sel ? x_out3_t<true, true, true>(a, nsel) : x_out3_t<true, true, false>(a, nsel);
+    return sel ? x_out3_t<true, false, true>(a, nsel) : x_out3_t<true, false, false>(a, nsel);
+  }
+  if (uni) return sel ? x_out3_t<false, true, true>(a, nsel) : x_out3_t<false, true, false>(a, nsel);
+  return sel ? x_out3_t<false, false, true>(a, nsel) : x_out3_t<false, false, false>(a, nsel);
+}
 }  // namespace
 
 const DenseKernels dense_avx2 = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
                                 x_bias_logits, x_exp_rel, x_find32, d_block_max32, x_select_ge32, x_exp32, x_teacher_sums, x_teacher_out, x_mix_sum_arg, x_mix_out,
-                                x_unigram_step32, d_select_teacher, d_clip32,
+                                x_unigram_step32, d_select_teacher, d_clip32, x_exp3_rel, x_out3,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
 
 namespace {

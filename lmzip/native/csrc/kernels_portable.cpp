@@ -10,7 +10,7 @@ namespace {
 
 const DenseKernels dense_portable = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
                                 d_bias_logits, d_exp_rel, d_find32, d_block_max32, d_select_ge32, d_exp32, d_teacher_sums, d_teacher_out, d_mix_sum_arg, d_mix_out,
-                                d_unigram_step32, d_select_teacher, d_clip32,
+                                d_unigram_step32, d_select_teacher, d_clip32, d_exp3_rel, d_out3,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
 
 namespace {

@@ -138,6 +138,7 @@ Predictor* new_predictor(py::tuple params, carray<int64_t> exp_table, int vocab,
   p.match = params[4].cast<bool>();
   p.mix_lr = params[5].cast<int>();
   p.mixer2 = params[6].cast<bool>();
+  p.v3 = params.size() > 7 && params[7].cast<bool>();
   std::vector<int64_t> cls;
   if (!classes.is_none()) cls = to_vector(classes.cast<carray<int64_t>>());
   return new Predictor(p, to_vector(exp_table), vocab, std::move(cls));
@@ -180,6 +181,14 @@ PYBIND11_MODULE(_native, m) {
     return double(n) / best;
   }, py::arg("megabytes") = 512, py::arg("threads") = 2, py::arg("reps") = 5);
   m.def("dense_level", &dense_level);
+  m.def("exp3_rel", [](carray<int32_t> q, int32_t top) {
+    // The predictor's exp3 pass at the current level, for tests: (et, sum, first index of top).
+    py::array_t<int32_t> et(q.size());
+    std::copy(q.data(), q.data() + q.size(), et.mutable_data());
+    int arg = 0;
+    const int64_t s = dense().exp3_rel(et.mutable_data(), top, int(q.size()), &arg);
+    return py::make_tuple(et, s, arg);
+  });
 
   py::class_<Cache>(m, "Cache")
       .def(py::init<int, int, int, int, int>(), py::arg("batch"), py::arg("capacity"), py::arg("layers"),

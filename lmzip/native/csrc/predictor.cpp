@@ -83,18 +83,26 @@ int64_t Predictor::teacher_f(int v) const {
   return int64_t((uint64_t(uint32_t(et_[size_t(v)])) * uint64_t(r_)) >> 32) + 1 + (v == arg_t_ ? rest_ : 0);
 }
 
+const Predictor::BigramRow* Predictor::add_bigram_row() {
+  if (history_.empty()) return nullptr;
+  auto it = bigram_.find(history_.back());
+  if (it == bigram_.end() || it->second.keys.empty()) return nullptr;
+  const BigramRow* row = &it->second;
+  for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] += int32_t(row->vals[i]);
+  return row;
+}
+
+void Predictor::remove_bigram_row(const BigramRow* row) {
+  if (row)
+    for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] -= int32_t(row->vals[i]);
+}
+
 void Predictor::biased(const int64_t* z) {
   // zb = unigram (+ the bigram row of the previous token), >> BIAS_FRAC, + z (or (z*beta) >> 12);
   // et = exp[min(max(zb) - zb, last)]. The bigram row is sparse: it is added to the unigram bias
   // in place for these passes and taken out again (the sum stays below 2**31).
   const DenseKernels& K = dense();
-  const BigramRow* row = nullptr;
-  if (!history_.empty()) {
-    auto it = bigram_.find(history_.back());
-    if (it != bigram_.end() && !it->second.keys.empty()) row = &it->second;
-  }
-  if (row)
-    for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] += int32_t(row->vals[i]);
+  const BigramRow* row = add_bigram_row();
   const int32_t last = int32_t(exp32_.size()) - 1;
   bool done = false;
   if (beta_ == BETA_ONE) {
@@ -124,21 +132,88 @@ void Predictor::biased(const int64_t* z) {
     for (int v = 0; v < V_; ++v) zb_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
     K.exp32(zb_.data(), 0, exp32_.data(), last, et_.data(), V_, &sum_t_, &arg_t_);
   }
-  if (row)
-    for (size_t i = 0; i < row->keys.size(); ++i) unigram_[size_t(row->keys[i])] -= int32_t(row->vals[i]);
+  remove_bigram_row(row);
+}
+
+// Version 3: the same biased logits, et = exp3(max - zb) computed in place of the buffer that
+// held them (one buffer less in the cache), the first maximum found on the way.
+void Predictor::biased3(const int64_t* z) {
+  const DenseKernels& K = dense();
+  const BigramRow* row = add_bigram_row();
+  bool done = false;
+  if (beta_ == BETA_ONE) {
+    int64_t wmax, wmin;
+    K.bias_logits(z, unigram_.data(), V_, et_.data(), &wmax, &wmin);
+    if (uint64_t(wmax) - uint64_t(wmin) < (uint64_t(1) << 32)) {
+      sum_t_ = K.exp3_rel(et_.data(), int32_t(uint32_t(uint64_t(wmax))), V_, &arg_t_);
+      done = true;
+    }
+  }
+  if (!done) {
+    // as in biased(): int64, then relative to the maximum (clamped at 2**29 below it, where
+    // exp3 is 0 either way)
+    const int64_t lo = -(int64_t(1) << 29);
+    zb64_.resize(size_t(V_));
+    if (beta_ == BETA_ONE) {
+      const int64_t zmax = K.max(z, V_);
+      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + std::max(z[v] - zmax, lo);
+    } else {
+      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
+    }
+    const int64_t m64 = K.max(zb64_.data(), V_);
+    for (int v = 0; v < V_; ++v) et_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
+    sum_t_ = K.exp3_rel(et_.data(), 0, V_, &arg_t_);
+  }
+  remove_bigram_row(row);
+  if (arg_t_ >= V_) throw std::logic_error("exp3 pass found no maximum");  // the maximum is always there
+}
+
+// Version 3's one pass over et: the output row, and for update() the unigram step (its dense
+// part does not depend on the coded token) and the bigram's candidates.
+int64_t Predictor::out3(bool mix, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out) {
+  Out3Args a{};
+  a.et = et_.data();
+  a.n = V_;
+  a.r = r_;
+  a.mix = mix;
+  a.sh = sh, a.sh2 = sh2, a.dense = dense, a.r2 = r2;
+  a.out = out;
+  if (p_.bias_lr) a.u = unigram_.data(), a.lr = p_.bias_lr;
+  if (p_.bigram_lr && !history_.empty()) a.sel = sel_.data(), a.thr = ONE >> BIGRAM_FLOOR_BITS;
+  const int64_t s = lmz::dense().out3(a, &ns_);
+  stepped_ = p_.bias_lr != 0;
+  return s;
+}
+
+void Predictor::unstep() {
+  const uint64_t lr = uint64_t(p_.bias_lr);
+  for (int v = 0; v < V_; ++v) unigram_[size_t(v)] += int32_t((uint64_t(teacher_f(v)) * lr) >> 16);
+  stepped_ = false;
 }
 
 void Predictor::predict(const int64_t* z, int32_t* out) {
   const DenseKernels& K = dense();
-  biased(z);
-  // The biased teacher alone (what its learner and the mixer score): normalize(et) of adapt.py.
+  const bool v3 = p_.v3;
+  if (v3 && stepped_) unstep();
+  if (v3) {
+    biased3(z);
+  } else {
+    biased(z);
+  }
+  // The biased teacher alone (what its learner and the mixer score): normalize(et) of adapt.py
+  // (version 3: without the remainder, and the teacher's mass in the mixture is sum(et) >> sh).
   const int64_t spare = ONE - V_;
   const int64_t sum_t = sum_t_;
   r_ = (spare << 32) / sum_t;
   const int sh = std::max(0, bit_length(sum_t) - 32);
   int64_t fsum, s_t;
-  K.teacher_sums(et_.data(), V_, r_, sh, &fsum, &s_t);
-  rest_ = spare - fsum;
+  if (v3) {
+    rest_ = 0;
+    s_t = sum_t >> sh;
+  } else {
+    K.teacher_sums(et_.data(), V_, r_, sh, &fsum, &s_t);
+    rest_ = spare - fsum;
+  }
   const int64_t top = teacher_f(arg_t_);  // f grows with e, and the first maximum took the remainder
   if (p_.temp_lr) z_copy_.assign(z, z + V_);
 
@@ -201,6 +276,10 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
     if (ctx_seen_[k]) avail[na++] = k;
   if (predicted_ >= 0) avail[na++] = n_comp_ - 1;
   if (na == 1) {
+    if (v3) {
+      out[arg_t_] += int32_t(spare - out3(false, 0, 0, 0, 0, out));
+      return;
+    }
     K.teacher_out(et_.data(), V_, r_, out);
     out[arg_t_] += int32_t(rest_);
     return;
@@ -241,9 +320,29 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
     esum += wn[n_comp_ - 1] * s_t;
   }
   const int sh2 = std::max(0, bit_length(esum) - 33);  // keeps normalize's ratio precise
+  auto dense_at = [&](int32_t v) { return (int64_t(uint32_t(et_[size_t(v)]) >> sh) * dense); };
+  if (v3) {
+    // esum bounds the sum of e (sum(et >> sh) <= s_t), so esum >> sh2 bounds the sum of g and
+    // the floors below sum to at most spare: no pass for the exact sum.
+    const int64_t r2 = (spare << 32) / std::max<int64_t>(1, esum >> sh2);
+    int64_t fs2 = out3(true, sh, dense, sh2, r2, out);
+    for (int32_t v : touched_) {
+      const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
+      const int64_t xd = int64_t((uint64_t(gd) * uint64_t(r2)) >> 32), xt = int64_t((uint64_t(gt) * uint64_t(r2)) >> 32);
+      out[v] = int32_t(xt + 1);
+      fs2 += xt - xd;
+      adds_[size_t(v)] = 0;
+    }
+    // the remainder to the largest of the teacher's first maximum and the tokens with adds
+    // (every other entry is at most the former's), the smallest id among equals
+    int best = arg_t_;
+    for (int32_t v : touched_)
+      if (out[v] > out[best] || (out[v] == out[best] && v < best)) best = v;
+    out[best] += int32_t(spare - fs2);
+    return;
+  }
   int64_t sum2, key;
   K.mix_sum_arg(et_.data(), V_, sh, dense, sh2, &sum2, &key);
-  auto dense_at = [&](int32_t v) { return (int64_t(uint32_t(et_[size_t(v)]) >> sh) * dense); };
   for (int32_t v : touched_) {
     const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
     sum2 += gt - gd;
@@ -319,14 +418,20 @@ void Predictor::learn_bias(int32_t y) {
   // passes below use the former, and that one token is corrected.
   const int64_t f_arg = teacher_f(arg_t_), f_arg_plain = f_arg - rest_;
   if (p_.bias_lr) {
-    // state += lr * ([v == y] - f / 2**24) in 2**-24 nat units, lr in 2**-16 nat
+    // state += lr * ([v == y] - f / 2**24) in 2**-24 nat units, lr in 2**-16 nat (version 3:
+    // predict's output pass took the dense part, and f has no remainder)
     const int64_t lr = p_.bias_lr;
-    ns = K.unigram_step32(unigram_.data(), et_.data(), V_, r_, lr, floor_f, sel_.data());
-    unigram_[size_t(arg_t_)] += int32_t(((f_arg_plain * lr) >> 16) - ((f_arg * lr) >> 16));
+    if (p_.v3) {
+      ns = ns_;
+      stepped_ = false;
+    } else {
+      ns = K.unigram_step32(unigram_.data(), et_.data(), V_, r_, lr, floor_f, sel_.data());
+      unigram_[size_t(arg_t_)] += int32_t(((f_arg_plain * lr) >> 16) - ((f_arg * lr) >> 16));
+    }
     unigram_[size_t(y)] += int32_t(lr << 8);
     if (history_.size() % 64 == 0) K.clip32(unigram_.data(), int32_t(BIAS_LIMIT), V_);
   } else if (want_sel) {
-    ns = K.select_teacher(et_.data(), V_, r_, floor_f, sel_.data());
+    ns = p_.v3 ? ns_ : K.select_teacher(et_.data(), V_, r_, floor_f, sel_.data());
   }
   if (want_sel) {
     const int64_t lr = p_.bigram_lr;

@@ -21,6 +21,7 @@ struct PredictorParams {
   bool match = true;
   int mix_lr = 2000;
   bool mixer2 = true;
+  bool v3 = true;  // numerics version 3: exp3 computed, one output pass (adapt.py)
 };
 
 class Predictor {
@@ -75,6 +76,11 @@ class Predictor {
 
  private:
   void biased(const int64_t* z);  // et_ = exp[min(max - zb, last)] of the biased logits
+  void biased3(const int64_t* z);  // version 3: et_ = exp3(max - zb)
+  int64_t out3(bool mix, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out);
+  void unstep();  // version 3: undo predict's unigram step (predicted again without an update)
+  const BigramRow* add_bigram_row();
+  void remove_bigram_row(const BigramRow* row);
   int64_t teacher_f(int v) const;  // the biased teacher's frequency of token v
   void learn_mixer(int64_t* w, const int64_t* probs, const bool* avail);
   void learn_bias(int32_t y);
@@ -111,6 +117,8 @@ class Predictor {
   std::vector<int64_t> zb64_, adds_, z_copy_;
   std::vector<int32_t> touched_;
   int64_t sum_t_ = 0, r_ = 0, rest_ = 0;
+  int ns_ = 0;           // version 3: tokens in sel_ (collected by predict's output pass)
+  bool stepped_ = false;  // version 3: predict took the unigram step, update has not run yet
   int arg_t_ = 0;
   int64_t ctx_n_[8] = {0}, ctx_d_[8] = {0};
   int32_t ctx_node_[8] = {0};
