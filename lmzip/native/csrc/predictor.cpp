@@ -118,21 +118,28 @@ void Predictor::biased(const int64_t* z) {
     }
   }
   if (!done) {
-    // A learned temperature, or logits spanning 2**32 or more: the formula in int64, then
-    // relative to the maximum in int32 (more than 2**29 below it saturates the table either way).
-    const int64_t lo = -(int64_t(1) << 29);
-    zb64_.resize(size_t(V_));
-    if (beta_ == BETA_ONE) {
-      const int64_t zmax = K.max(z, V_);
-      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + std::max(z[v] - zmax, lo);
-    } else {
-      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
-    }
-    const int64_t m64 = K.max(zb64_.data(), V_);
-    for (int v = 0; v < V_; ++v) zb_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
+    // A learned temperature, or logits spanning 2**32 or more
+    relative_logits(z, zb_.data());
     K.exp32(zb_.data(), 0, exp32_.data(), last, et_.data(), V_, &sum_t_, &arg_t_);
   }
   remove_bigram_row(row);
+}
+
+// The biased logits in int64 (a learned temperature, or logits spanning 2**32 or more), then
+// relative to their maximum in int32, clamped at 2**29 below it: there the table saturates and
+// exp3 is 0 either way, and the clamp of z at max(z) - 2**29 never moves the maximum.
+void Predictor::relative_logits(const int64_t* z, int32_t* out) {
+  const DenseKernels& K = dense();
+  const int64_t lo = -(int64_t(1) << 29);
+  zb64_.resize(size_t(V_));
+  if (beta_ == BETA_ONE) {
+    const int64_t zmax = K.max(z, V_);
+    for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + std::max(z[v] - zmax, lo);
+  } else {
+    for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
+  }
+  const int64_t m64 = K.max(zb64_.data(), V_);
+  for (int v = 0; v < V_; ++v) out[v] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
 }
 
 // Version 3: the same biased logits, et = exp3(max - zb) computed in place of the buffer that
@@ -150,18 +157,7 @@ void Predictor::biased3(const int64_t* z) {
     }
   }
   if (!done) {
-    // as in biased(): int64, then relative to the maximum (clamped at 2**29 below it, where
-    // exp3 is 0 either way)
-    const int64_t lo = -(int64_t(1) << 29);
-    zb64_.resize(size_t(V_));
-    if (beta_ == BETA_ONE) {
-      const int64_t zmax = K.max(z, V_);
-      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + std::max(z[v] - zmax, lo);
-    } else {
-      for (int v = 0; v < V_; ++v) zb64_[size_t(v)] = (int64_t(unigram_[size_t(v)]) >> BIAS_FRAC) + ((z[v] * beta_) >> 12);
-    }
-    const int64_t m64 = K.max(zb64_.data(), V_);
-    for (int v = 0; v < V_; ++v) et_[size_t(v)] = int32_t(std::max(zb64_[size_t(v)] - m64, lo));
+    relative_logits(z, et_.data());  // as in biased()
     sum_t_ = K.exp3_rel(et_.data(), 0, V_, &arg_t_);
   }
   remove_bigram_row(row);

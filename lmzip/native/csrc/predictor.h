@@ -77,6 +77,7 @@ class Predictor {
  private:
   void biased(const int64_t* z);  // et_ = exp[min(max - zb, last)] of the biased logits
   void biased3(const int64_t* z);  // version 3: et_ = exp3(max - zb)
+  void relative_logits(const int64_t* z, int32_t* out);  // the int64 path of both
   int64_t out3(bool mix, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out);
   void unstep();  // version 3: undo predict's unigram step (predicted again without an update)
   const BigramRow* add_bigram_row();
