@@ -317,36 +317,26 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
   }
   const int sh2 = std::max(0, bit_length(esum) - 33);  // keeps normalize's ratio precise
   auto dense_at = [&](int32_t v) { return (int64_t(uint32_t(et_[size_t(v)]) >> sh) * dense); };
+  int64_t r2, fs2;
+  int best = 0;
   if (v3) {
     // esum bounds the sum of e (sum(et >> sh) <= s_t), so esum >> sh2 bounds the sum of g and
     // the floors below sum to at most spare: no pass for the exact sum.
-    const int64_t r2 = (spare << 32) / std::max<int64_t>(1, esum >> sh2);
-    int64_t fs2 = out3(true, sh, dense, sh2, r2, out);
+    r2 = (spare << 32) / std::max<int64_t>(1, esum >> sh2);
+    fs2 = out3(true, sh, dense, sh2, r2, out);
+  } else {
+    int64_t sum2, key;
+    K.mix_sum_arg(et_.data(), V_, sh, dense, sh2, &sum2, &key);
     for (int32_t v : touched_) {
       const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
-      const int64_t xd = int64_t((uint64_t(gd) * uint64_t(r2)) >> 32), xt = int64_t((uint64_t(gt) * uint64_t(r2)) >> 32);
-      out[v] = int32_t(xt + 1);
-      fs2 += xt - xd;
-      adds_[size_t(v)] = 0;
+      sum2 += gt - gd;
+      key = std::max(key, (gt << 24) | ((int64_t(1) << 24) - 1 - v));
     }
-    // the remainder to the largest of the teacher's first maximum and the tokens with adds
-    // (every other entry is at most the former's), the smallest id among equals
-    int best = arg_t_;
-    for (int32_t v : touched_)
-      if (out[v] > out[best] || (out[v] == out[best] && v < best)) best = v;
-    out[best] += int32_t(spare - fs2);
-    return;
+    best = int(((int64_t(1) << 24) - 1) - (key & ((int64_t(1) << 24) - 1)));
+    r2 = (spare << 32) / sum2;
+    fs2 = K.mix_out(et_.data(), V_, sh, dense, sh2, r2, out);
   }
-  int64_t sum2, key;
-  K.mix_sum_arg(et_.data(), V_, sh, dense, sh2, &sum2, &key);
-  for (int32_t v : touched_) {
-    const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
-    sum2 += gt - gd;
-    key = std::max(key, (gt << 24) | ((int64_t(1) << 24) - 1 - v));
-  }
-  const int arg2 = int(((int64_t(1) << 24) - 1) - (key & ((int64_t(1) << 24) - 1)));
-  const int64_t r2 = (spare << 32) / sum2;
-  int64_t fs2 = K.mix_out(et_.data(), V_, sh, dense, sh2, r2, out);
+  // the dense pass wrote the tokens with adds as if they had none: their entries, exactly
   for (int32_t v : touched_) {
     const int64_t gd = dense_at(v) >> sh2, gt = (dense_at(v) + adds_[size_t(v)]) >> sh2;
     const int64_t xd = int64_t((uint64_t(gd) * uint64_t(r2)) >> 32), xt = int64_t((uint64_t(gt) * uint64_t(r2)) >> 32);
@@ -354,7 +344,14 @@ void Predictor::predict(const int64_t* z, int32_t* out) {
     fs2 += xt - xd;
     adds_[size_t(v)] = 0;
   }
-  out[arg2] += int32_t(spare - fs2);
+  if (v3) {
+    // the remainder to the largest of the teacher's first maximum and the tokens with adds
+    // (every other entry is at most the former's), the smallest id among equals
+    best = arg_t_;
+    for (int32_t v : touched_)
+      if (out[v] > out[best] || (out[v] == out[best] && v < best)) best = v;
+  }
+  out[best] += int32_t(spare - fs2);
 }
 
 void Predictor::update(int32_t y) {
