@@ -95,8 +95,9 @@ def exp3(d: np.ndarray) -> np.ndarray:
     """2**30 * e**(-d / 1024) for int64 d >= 0 (2**-10 nat units), computed (version 3).
 
     In 2**-16 bits d is t = (d * 94548) >> 10; 2**-t is 2**-(t >> 16) times a degree-4 polynomial
-    in the 15-bit fraction, evaluated by Horner with floor shifts. Relative error < 2**-12
-    (costs nothing measurable), 2**30 exactly at 0 only, 0 from 21294 on. Part of the format.
+    in the 15-bit fraction, evaluated by Horner with floor shifts. Within 2**-13 of the
+    exponential wherever that exceeds 2**16; 2**30 exactly at 0 only, never increasing, 0 from
+    21294 on. Part of the format.
     """
     d = np.minimum(d, EXP3_CAP)
     t = (d * 94548) >> 10
@@ -325,32 +326,31 @@ class AdaptivePredictor:
                 if c is not None:
                     dense += (wn[1 + i] * c[3]) // (c[2] + c[3])  # the counts' escape mass d / (n + d)
             e = e_t * dense
+            base = e.copy() if v3 else None  # version 3: which tokens get adds; added: their total
+            added = 0
             for i, c in enumerate(ctxs):
                 if c is not None:
                     toks, cnts = c[1]
-                    e[toks] += cnts * ((wn[1 + i] * s_t) // (c[2] + c[3]))
+                    a = (wn[1 + i] * s_t) // (c[2] + c[3])
+                    e[toks] += cnts * a
+                    added += c[2] * a  # c[2] = sum(cnts)
             if predicted >= 0:
                 e[predicted] += wn[len(w) - 1] * s_t
+                added += wn[len(w) - 1] * s_t
             if v3:
-                out = self._normalize3(e, e_t * dense, s_t * dense, ctxs, wn, s_t, predicted, len(w) - 1, arg_t)
+                out = self._normalize3(e, base, s_t * dense + added, arg_t)
             else:
                 e >>= max(0, int(e.sum()).bit_length() - 33)  # keeps normalize's ratio precise (>= 2**23)
                 out = normalize(e)
         self._pending = (f, ctxs, predicted, key, key2, z)
         return out
 
-    def _normalize3(self, e, base, base_sum, ctxs, wn, s_t, predicted, match_slot, arg_t) -> np.ndarray:
-        """Version 3's normalize of the mixture e (base: its dense part): shifted by the bit length
-        of the bound esum on sum(e), scaled by (spare << 32) // (esum >> sh2) (the floors sum to
-        at most spare, without a pass for the exact sum), the remainder to the largest of the
-        teacher's first maximum and the tokens with adds (no other entry is larger), smallest id
-        among equals."""
-        esum = base_sum
-        for i, c in enumerate(ctxs):
-            if c is not None:
-                esum += int(c[1][1].sum()) * ((wn[1 + i] * s_t) // (c[2] + c[3]))
-        if predicted >= 0:
-            esum += wn[match_slot] * s_t
+    def _normalize3(self, e: np.ndarray, base: np.ndarray, esum: int, arg_t: int) -> np.ndarray:
+        """Version 3's normalize of the mixture e (base: its dense part; esum: the bound on sum(e),
+        the teacher's mass S times the dense weight plus every term added): shifted by esum's bit
+        length, scaled by (spare << 32) // (esum >> sh2) (the floors sum to at most spare, without
+        a pass for the exact sum), the remainder to the largest of the teacher's first maximum and
+        the tokens with adds (no other entry is larger), smallest id among equals."""
         sh2 = max(0, esum.bit_length() - 33)
         r2 = ((ONE - self.V) << 32) // max(1, esum >> sh2)
         x = ((e >> sh2) * r2) >> 32
