@@ -3,6 +3,7 @@
     python benchmarks/native_speed.py                       # native only (the reference is slow)
     python benchmarks/native_speed.py --reference           # both, and their ratios
     python benchmarks/native_speed.py --files README.md tests/vectors/teacher-small.orig --reference
+    python benchmarks/native_speed.py --simd avx512vnni,avx2   # the native runtime at two SIMD levels
 
 Reports (all on this machine, teacher SmolLM2-135M):
   * the machine's memory read bandwidth (the ceiling of a batch-1 decoding step, which reads
@@ -13,7 +14,8 @@ Reports (all on this machine, teacher SmolLM2-135M):
   * the adaptive predictor plus the coder, per token, on the teacher's real logits;
   * with --files: whole files through the CLI (compress, then decompress), seconds, bytes/s and
     peak RSS per direction, for each runtime; outputs are checked byte for byte.
-Every row is printed as it is measured; --json keeps them all.
+A run is labelled native/LEVEL (LMZIP_SIMD) or reference. Every row is printed as it is measured;
+--json keeps them all.
 """
 
 from __future__ import annotations
@@ -40,6 +42,28 @@ from lmzip.testing import load_with_runtime  # noqa: E402
 
 TEXT = ROOT / "tests" / "vectors" / "teacher-small.orig"
 rows: list[dict] = []
+
+
+def run_env(run: str) -> dict:
+    """Environment of a child process on the given run (native/LEVEL or reference)."""
+    kind, _, level = run.partition("/")
+    env = dict(os.environ, LMZIP_RUNTIME=kind)
+    if level:
+        env["LMZIP_SIMD"] = level
+    return env
+
+
+def load_run(run: str):
+    """The teacher on a run's runtime, its native kernels (model and predictor) at the run's level."""
+    kind, _, level = run.partition("/")
+    lm = load_with_runtime("smollm2-135m", kind)
+    if level:
+        n = native.SIMD_NAMES.index(level)
+        lm.model.simd = n
+        native._native.set_dense_level(n)
+        if lm.model.simd != n:
+            raise SystemExit(f"SIMD level {level} is not available (or fails its checks) here")
+    return lm
 
 
 def report(**row) -> None:
@@ -77,7 +101,7 @@ def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps
                 to_numpy(m.head_logits(h))
             dt = (time.perf_counter() - t0) / steps
             kv = 2 * m.cfg.n_layers * m.cfg.n_kv_heads * m.cfg.head_dim * (ctx + steps / 2) * B
-            kv_bytes = kv * (4 if runtime == "native" else 8)
+            kv_bytes = kv * (4 if runtime.startswith("native") else 8)
             row = dict(runtime=runtime, what="step", batch=B, context=ctx, ms=round(dt * 1e3, 2),
                        tokens_per_s=round(B / dt, 1))
             if B == 1 and bandwidth:
@@ -113,7 +137,7 @@ def bench_predictor(lm, runtime: str, n: int) -> float:
     pred = codec.new_predictor(lm, AdaptParams())
     enc = codec.new_encoder(lm, 24, 64)
     t0 = time.perf_counter()
-    if runtime == "native":
+    if runtime.startswith("native"):
         pred.encode_logits(enc, z, ids)
     else:
         for i in range(n):
@@ -128,7 +152,7 @@ def bench_predictor(lm, runtime: str, n: int) -> float:
 def bench_load(runtime: str) -> float:
     code = ("import time; t = time.perf_counter(); from lmzip.model import zoo; lm = zoo.load('smollm2-135m'); "
             "print(time.perf_counter() - t, type(lm.model).__name__)")
-    env = dict(os.environ, LMZIP_RUNTIME=runtime)
+    env = run_env(runtime)
     subprocess.run([sys.executable, "-c", code], env=env, capture_output=True)  # the model cache warm
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     dt = float(r.stdout.split()[0])
@@ -154,7 +178,7 @@ def _timed(cmd: list[str], env: dict, stdout) -> tuple[float, int]:
 
 
 def bench_file(path: Path, runtime: str) -> dict:
-    env = dict(os.environ, LMZIP_RUNTIME=runtime)
+    env = run_env(runtime)
     lmzip_cmd = [sys.executable, "-m", "lmzip"]
     data = path.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,16 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20, help="decoding steps timed per case")
     ap.add_argument("--window", type=int, default=4096, help="full-sequence forward: tokens (0: skip)")
     ap.add_argument("--predictor-tokens", type=int, default=400)
+    ap.add_argument("--simd", default="", help="native SIMD levels to measure, comma-separated (default: the best here)")
     ap.add_argument("--files", type=Path, nargs="*", default=[])
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    runtimes = ["native"] + (["reference"] if a.reference else [])
+    levels = [x for x in a.simd.split(",") if x] or [native.SIMD_NAMES[native.simd_level()]]
+    for lv in levels:
+        if lv not in native.SIMD_NAMES:
+            raise SystemExit(f"--simd: {lv!r} is not one of {', '.join(native.SIMD_NAMES)}")
+    runtimes = [f"native/{lv}" for lv in levels] + (["reference"] if a.reference else [])
     bw = native._native.read_bandwidth(512, native.default_threads(), 5) if native.available() else 0.0
     report(what="machine", cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
            runtime=native.describe(), read_bandwidth_gb_s=round(bw / 1e9, 1))
     results: dict = {}
     for rt in runtimes:
-        lm = load_with_runtime("smollm2-135m", rt)
+        lm = load_run(rt)
         results[rt] = {
             "load": bench_load(rt),
             "steps": bench_steps(lm, rt, [int(x) for x in a.batches.split(",")], [int(x) for x in a.contexts.split(",")],
@@ -200,22 +229,28 @@ def main(argv: list[str] | None = None) -> int:
             "forward": bench_forward(lm, rt, a.window, 1024) if a.window else None,
             "predictor": bench_predictor(lm, rt, a.predictor_tokens),
         }
+        del lm
+    if native.available():
+        native._native.set_dense_level(native.best_simd())
     for f in a.files:
         for rt in runtimes:
             results.setdefault(rt, {})[f"file:{f.name}"] = bench_file(f, rt)
-    if a.reference:
-        n, r = results["native"], results["reference"]
+    # Ratios: the first run (the best native level) against each other run, measured in this run.
+    first = runtimes[0]
+    for other in runtimes[1:]:
+        n, r = results[first], results[other]
+        name = f"{first}_over_{other}"
         for key, dt in n["steps"].items():
-            report(what="ratio", case=f"step batch {key[0]} context {key[1]}", native_over_reference=round(r["steps"][key] / dt, 2))
+            report(what="ratio", case=f"step batch {key[0]} context {key[1]}", **{name: round(r["steps"][key] / dt, 2)})
         if n["forward"]:
-            report(what="ratio", case="forward", native_over_reference=round(n["forward"] / r["forward"], 2))
-        report(what="ratio", case="predictor+coder", native_over_reference=round(r["predictor"] / n["predictor"], 2))
-        report(what="ratio", case="load", native_over_reference=round(r["load"] / n["load"], 2))
+            report(what="ratio", case="forward", **{name: round(n["forward"] / r["forward"], 2)})
+        report(what="ratio", case="predictor+coder", **{name: round(r["predictor"] / n["predictor"], 2)})
+        report(what="ratio", case="load", **{name: round(r["load"] / n["load"], 2)})
         for f in a.files:
             nf, rf = n[f"file:{f.name}"], r[f"file:{f.name}"]
-            report(what="ratio", case=f"{f.name} compress", native_over_reference=round(rf["compress_s"] / nf["compress_s"], 2))
-            report(what="ratio", case=f"{f.name} decompress", native_over_reference=round(rf["decompress_s"] / nf["decompress_s"], 2))
-            report(what="check", case=f"{f.name} same .lmz on both runtimes", ok=nf["lmz_sha"] == rf["lmz_sha"])
+            report(what="ratio", case=f"{f.name} compress", **{name: round(rf["compress_s"] / nf["compress_s"], 2)})
+            report(what="ratio", case=f"{f.name} decompress", **{name: round(rf["decompress_s"] / nf["decompress_s"], 2)})
+            report(what="check", case=f"{f.name} same .lmz on {first} and {other}", ok=nf["lmz_sha"] == rf["lmz_sha"])
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0

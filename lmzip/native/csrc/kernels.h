@@ -163,6 +163,8 @@ void scores_avx2(const ScoreArgs&);
 void mix_avx2(const MixArgs&);
 int64_t weights_avx2(const WeightArgs&);
 void matmul_avx512vnni(const MatmulArgs&);
+void scores_avx512(const ScoreArgs&);
+void mix_avx512(const MixArgs&);
 #endif
 
 }  // namespace lmz

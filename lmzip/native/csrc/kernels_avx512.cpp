@@ -1,6 +1,7 @@
 // AVX-512 VNNI kernels: vpdpwssd multiplies int16 pairs and accumulates into int32 lanes in one
-// instruction (32 products per instruction against AVX2's 16 in two). Only the matmul has its
-// own version here; attention uses the AVX2 kernels on these machines.
+// instruction (32 products per instruction against AVX2's 16 in two). The attention's scores and
+// mix have versions of eight float64 lanes (products of exact integers, sums below 2**53, so any
+// order gives the same bits); its weights use the AVX2 kernel.
 #include "kernels.h"
 
 #if defined(__x86_64__)
@@ -8,7 +9,7 @@
 
 #pragma GCC push_options
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // false positives inside GCC 12's AVX-512 headers
-#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")
+#pragma GCC target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace lmz {
 namespace {
@@ -25,41 +26,86 @@ inline int64_t hsum_epi32(__m512i a) {
 
 inline __m512i load_w32(const int8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
 
-inline void epilogue(const MatmulArgs& a, int m, int n, int64_t acc) {
-  if (n >= a.n1) return;
-  const double r = (double(acc) * a.scale[n]) * a.kf[m];
-  if (a.y) a.y[m * a.ldy + n] = r;
-  if (a.yi) a.yi[m * a.ldy + n] = int64_t(__builtin_nearbyint(r));
+// The eight sums of row m against weight group g, as the portable epilogue computes them one by
+// one: ((double)acc * scale[n]) * kf[m], rounded half-even to int64 for yi. |acc| < 2**53, so the
+// conversion is exact; the lanes are IEEE products in the same order, so the bits are the same.
+// Rows of the group at or past n1 (padding) are neither read nor written.
+inline void epilogue8(const MatmulArgs& a, int m, int g, const int64_t* acc) {
+  const int n = g * PACK_ROWS, valid = a.n1 - n;
+  if (valid <= 0) return;
+  const __mmask8 k = valid >= 8 ? __mmask8(0xFF) : __mmask8((1u << valid) - 1);
+  const __m512d s = _mm512_maskz_loadu_pd(k, a.scale + n);
+  const __m512d v = _mm512_cvtepi64_pd(_mm512_loadu_si512(reinterpret_cast<const void*>(acc)));
+  const __m512d r = _mm512_mul_pd(_mm512_mul_pd(v, s), _mm512_set1_pd(a.kf[m]));
+  if (a.y) _mm512_mask_storeu_pd(a.y + m * a.ldy + n, k, r);
+  if (a.yi) _mm512_mask_storeu_epi64(a.yi + m * a.ldy + n, k, _mm512_cvt_roundpd_epi64(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-// MR activation rows against a whole group: each chunk of a weight row is one 32-byte load.
+// The tiles keep their accumulators in named variables, one function per K block (as the AVX2
+// tiles do): with accumulator arrays GCC 12 keeps them on the stack (measured: a third of the
+// speed at batch 16).
+
+// acc += pairwise products of x and w. In asm because GCC 12, given the intrinsic in a tile of 24
+// accumulators, copies each accumulator through the stack at every step (measured: as slow as AVX2).
+inline __m512i dpwssd(__m512i acc, __m512i x, __m512i w) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+  return acc;
+}
+
+// MR (<= 3) activation rows against a whole group of eight weight rows: 24 accumulators, three
+// activation registers and one weight register, within AVX-512's 32. The group's bytes are read as
+// one contiguous run, each row's chunk converted to int16 once for the MR rows.
+template <int MR>
+__attribute__((noinline)) void group_block(const int16_t* x, size_t ldx, const int8_t* w, int k0, int k1, int64_t* out) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, a6 = z, a7 = z;
+  __m512i b0 = z, b1 = z, b2 = z, b3 = z, b4 = z, b5 = z, b6 = z, b7 = z;
+  __m512i c0 = z, c1 = z, c2 = z, c3 = z, c4 = z, c5 = z, c6 = z, c7 = z;
+  for (int k = k0; k < k1; k += K_ALIGN) {
+    const int8_t* p = w + size_t(k / K_ALIGN) * GROUP_BYTES;
+    const __m512i x0 = _mm512_loadu_si512(reinterpret_cast<const void*>(x + k));
+    __m512i x1 = z, x2 = z;
+    if constexpr (MR > 1) x1 = _mm512_loadu_si512(reinterpret_cast<const void*>(x + ldx + k));
+    if constexpr (MR > 2) x2 = _mm512_loadu_si512(reinterpret_cast<const void*>(x + 2 * ldx + k));
+#define LMZ_COL(J, A, B, C)                                        \
+  {                                                                \
+    const __m512i wv = load_w32(p + J * K_ALIGN);                  \
+    A = dpwssd(A, x0, wv);                                        \
+    if constexpr (MR > 1) B = dpwssd(B, x1, wv);                    \
+    if constexpr (MR > 2) C = dpwssd(C, x2, wv);                    \
+  }
+    LMZ_COL(0, a0, b0, c0) LMZ_COL(1, a1, b1, c1) LMZ_COL(2, a2, b2, c2) LMZ_COL(3, a3, b3, c3)
+    LMZ_COL(4, a4, b4, c4) LMZ_COL(5, a5, b5, c5) LMZ_COL(6, a6, b6, c6) LMZ_COL(7, a7, b7, c7)
+#undef LMZ_COL
+  }
+  out[0] += hsum_epi32(a0), out[1] += hsum_epi32(a1), out[2] += hsum_epi32(a2), out[3] += hsum_epi32(a3);
+  out[4] += hsum_epi32(a4), out[5] += hsum_epi32(a5), out[6] += hsum_epi32(a6), out[7] += hsum_epi32(a7);
+  if constexpr (MR > 1) {
+    out[8] += hsum_epi32(b0), out[9] += hsum_epi32(b1), out[10] += hsum_epi32(b2), out[11] += hsum_epi32(b3);
+    out[12] += hsum_epi32(b4), out[13] += hsum_epi32(b5), out[14] += hsum_epi32(b6), out[15] += hsum_epi32(b7);
+  }
+  if constexpr (MR > 2) {
+    out[16] += hsum_epi32(c0), out[17] += hsum_epi32(c1), out[18] += hsum_epi32(c2), out[19] += hsum_epi32(c3);
+    out[20] += hsum_epi32(c4), out[21] += hsum_epi32(c5), out[22] += hsum_epi32(c6), out[23] += hsum_epi32(c7);
+  }
+}
+
 template <int MR>
 inline void group(const MatmulArgs& a, int m, int g) {
   const int8_t* w = a.w + size_t(g) * size_t(a.K / K_ALIGN) * GROUP_BYTES;
-  int64_t tot[MR][PACK_ROWS] = {};
-  for (int k0 = 0; k0 < a.K; k0 += KBLOCK) {
-    const int k1 = a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK;
-    __m512i acc[MR][PACK_ROWS];
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < PACK_ROWS; ++j) acc[i][j] = _mm512_setzero_si512();
-    for (int k = k0; k < k1; k += K_ALIGN) {
-      const int8_t* p = w + size_t(k / K_ALIGN) * GROUP_BYTES;
-      __m512i xv[MR];
-      for (int i = 0; i < MR; ++i) xv[i] = _mm512_loadu_si512(reinterpret_cast<const void*>(a.x + (m + i) * a.ldx + k));
-      for (int j = 0; j < PACK_ROWS; ++j) {
-        const __m512i wv = load_w32(p + j * K_ALIGN);
-        for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpwssd_epi32(acc[i][j], xv[i], wv);
-      }
-    }
-    for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < PACK_ROWS; ++j) tot[i][j] += hsum_epi32(acc[i][j]);
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < PACK_ROWS; ++j) epilogue(a, m + i, g * PACK_ROWS + j, tot[i][j]);
+  int64_t tot[MR * PACK_ROWS] = {0};
+  for (int k0 = 0; k0 < a.K; k0 += KBLOCK)
+    group_block<MR>(a.x + m * a.ldx, a.ldx, w, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot);
+  for (int i = 0; i < MR; ++i) epilogue8(a, m + i, g, tot + i * PACK_ROWS);
 }
 
 void matmul(const MatmulArgs& a) {
   const int g0 = a.n0 / PACK_ROWS, g1 = (a.n1 + PACK_ROWS - 1) / PACK_ROWS;
+  if (a.M == 1) {  // the decoding step's shape, bound by memory bandwidth
+    for (int g = g0; g < g1; ++g) group<1>(a, 0, g);
+    return;
+  }
+  // Blocks: 48 activation rows (in L2) against groups whose bytes fit in L1 together.
   const int MB = 48;
   int GB = (32 * 1024) / (a.K * PACK_ROWS > 0 ? a.K * PACK_ROWS : 1);
   GB = GB < 1 ? 1 : GB;
@@ -77,9 +123,207 @@ void matmul(const MatmulArgs& a) {
   }
 }
 
+
+// -- attention --------------------------------------------------------------------------------
+// Scores: G (<= 6) query rows against NB (<= 4) blocks of eight keys per pass, one zmm of sums per
+// row and block (24 accumulators at most, NB converted keys and one broadcast query).
+
+template <int G, int NB>
+__attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
+  static_assert(G * NB <= 24, "tile too large for AVX-512's 32 registers");
+  const __m512d z = _mm512_setzero_pd();
+  __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
+  __m512d c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+  const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
+  const int32_t* base = a.kblk + size_t(b) * bstride;
+  for (int d = 0; d < a.hdp; ++d) {
+    const int32_t* kp = base + d * KEY_BLOCK;
+    const __m512d k0 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp)));
+    __m512d k1 = z, k2 = z, k3 = z;
+    if constexpr (NB > 1) k1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + bstride)));
+    if constexpr (NB > 2) k2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 2 * bstride)));
+    if constexpr (NB > 3) k3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 3 * bstride)));
+#define LMZ_Q(I, A0, A1, A2, A3)                                   \
+  if constexpr (G > I) {                                           \
+    const __m512d qb = _mm512_set1_pd(a.q[I * a.hdp + d]);         \
+    A0 = _mm512_fmadd_pd(qb, k0, A0);                              \
+    if constexpr (NB > 1) A1 = _mm512_fmadd_pd(qb, k1, A1);        \
+    if constexpr (NB > 2) A2 = _mm512_fmadd_pd(qb, k2, A2);        \
+    if constexpr (NB > 3) A3 = _mm512_fmadd_pd(qb, k3, A3);        \
+  }
+    LMZ_Q(0, c00, c01, c02, c03) LMZ_Q(1, c10, c11, c12, c13) LMZ_Q(2, c20, c21, c22, c23)
+    LMZ_Q(3, c30, c31, c32, c33) LMZ_Q(4, c40, c41, c42, c43) LMZ_Q(5, c50, c51, c52, c53)
+#undef LMZ_Q
+  }
+  // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
+  double* s = a.s + size_t(b) * KEY_BLOCK;
+#define LMZ_ST(I, A0, A1, A2, A3)                                                   \
+  if constexpr (G > I) {                                                            \
+    _mm512_storeu_pd(s + I * a.lds, A0);                                            \
+    if constexpr (NB > 1) _mm512_storeu_pd(s + I * a.lds + KEY_BLOCK, A1);          \
+    if constexpr (NB > 2) _mm512_storeu_pd(s + I * a.lds + 2 * KEY_BLOCK, A2);      \
+    if constexpr (NB > 3) _mm512_storeu_pd(s + I * a.lds + 3 * KEY_BLOCK, A3);      \
+  }
+  LMZ_ST(0, c00, c01, c02, c03) LMZ_ST(1, c10, c11, c12, c13) LMZ_ST(2, c20, c21, c22, c23)
+  LMZ_ST(3, c30, c31, c32, c33) LMZ_ST(4, c40, c41, c42, c43) LMZ_ST(5, c50, c51, c52, c53)
+#undef LMZ_ST
+}
+
+// Keys stream from memory during decoding: the blocks a few ahead are requested explicitly (as
+// in the AVX2 kernels, where the hardware prefetcher alone left a core at half its bandwidth).
+constexpr int PREFETCH_BLOCKS = 8;
+inline void prefetch_bytes(const void* p, int bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
+
+template <int G>
+void scores_g(const ScoreArgs& a) {
+  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+  const int bbytes = a.hdp * KEY_BLOCK * 4;
+  auto pf = [&](int p) { if (p < b1) prefetch_bytes(a.kblk + size_t(p) * a.hdp * KEY_BLOCK, bbytes); };
+  for (int p = b0; p < b0 + PREFETCH_BLOCKS; ++p) pf(p);
+  int b = b0;
+  for (; b + 4 <= b1; b += 4) {
+    for (int t = 0; t < 4; ++t) pf(b + PREFETCH_BLOCKS + t);
+    score_tile<G, 4>(a, b);
+  }
+  if (b + 2 <= b1) {
+    pf(b + PREFETCH_BLOCKS), pf(b + PREFETCH_BLOCKS + 1);
+    score_tile<G, 2>(a, b);
+    b += 2;
+  }
+  if (b < b1) score_tile<G, 1>(a, b);
+}
+
+void scores_rows(const ScoreArgs& a) {
+  switch (a.G) {
+    case 1: scores_g<1>(a); break;
+    case 2: scores_g<2>(a); break;
+    case 3: scores_g<3>(a); break;
+    case 4: scores_g<4>(a); break;
+    case 5: scores_g<5>(a); break;
+    default: scores_g<6>(a); break;
+  }
+}
+
+void scores(const ScoreArgs& a) {
+  if (a.G <= TILE_ROWS) return scores_rows(a);
+  // More rows than a tile (the full-sequence forward): keys in runs of 64 (in L1 after the first
+  // tile of rows), every tile of rows against each run.
+  constexpr int RUN = 64;
+  for (int j0 = a.j0 / KEY_BLOCK * KEY_BLOCK; j0 < a.j1; j0 += RUN) {
+    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+      ScoreArgs t = a;
+      t.q = a.q + r0 * a.hdp;
+      t.s = a.s + r0 * a.lds;
+      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+      t.j0 = j0;
+      t.j1 = a.j1 < j0 + RUN ? a.j1 : j0 + RUN;
+      scores_rows(t);
+    }
+  }
+}
+
+// Mix: G (<= 6) weight rows against value rows; DW zmm (8 dimensions each) of every row per
+// pass, walking the keys in order (each value row is read as consecutive bytes).
+template <int G, int DW>
+__attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je, int d0, bool prefetch) {
+  static_assert(G * DW <= 24, "tile too large for AVX-512's 32 registers");
+  const __m512d z = _mm512_setzero_pd();
+  __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
+  __m512d c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+  double* n0 = a.num + d0;
+#define LMZ_LD(I, A0, A1, A2, A3)                                          \
+  if constexpr (G > I) {                                                   \
+    A0 = _mm512_loadu_pd(n0 + I * a.hdp);                                  \
+    if constexpr (DW > 1) A1 = _mm512_loadu_pd(n0 + I * a.hdp + 8);        \
+    if constexpr (DW > 2) A2 = _mm512_loadu_pd(n0 + I * a.hdp + 16);       \
+    if constexpr (DW > 3) A3 = _mm512_loadu_pd(n0 + I * a.hdp + 24);       \
+  }
+  LMZ_LD(0, c00, c01, c02, c03) LMZ_LD(1, c10, c11, c12, c13) LMZ_LD(2, c20, c21, c22, c23)
+  LMZ_LD(3, c30, c31, c32, c33) LMZ_LD(4, c40, c41, c42, c43) LMZ_LD(5, c50, c51, c52, c53)
+#undef LMZ_LD
+  const size_t ahead = size_t(je - jb) * a.hdp;  // the next block's rows, requested during this one
+  for (int j = jb; j < je; ++j) {
+    const int32_t* vp = a.v + size_t(j) * a.hdp + d0;
+    if (prefetch) prefetch_bytes(reinterpret_cast<const char*>(a.v + size_t(j) * a.hdp) + ahead * 4, a.hdp * 4);
+    const __m512d v0 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp)));
+    __m512d v1 = z, v2 = z, v3 = z;
+    if constexpr (DW > 1) v1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 8)));
+    if constexpr (DW > 2) v2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 16)));
+    if constexpr (DW > 3) v3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 24)));
+#define LMZ_E(I, A0, A1, A2, A3)                                  \
+  if constexpr (G > I) {                                          \
+    const __m512d eb = _mm512_set1_pd(a.e[I * a.lde + j]);        \
+    A0 = _mm512_fmadd_pd(eb, v0, A0);                             \
+    if constexpr (DW > 1) A1 = _mm512_fmadd_pd(eb, v1, A1);       \
+    if constexpr (DW > 2) A2 = _mm512_fmadd_pd(eb, v2, A2);       \
+    if constexpr (DW > 3) A3 = _mm512_fmadd_pd(eb, v3, A3);       \
+  }
+    LMZ_E(0, c00, c01, c02, c03) LMZ_E(1, c10, c11, c12, c13) LMZ_E(2, c20, c21, c22, c23)
+    LMZ_E(3, c30, c31, c32, c33) LMZ_E(4, c40, c41, c42, c43) LMZ_E(5, c50, c51, c52, c53)
+#undef LMZ_E
+  }
+#define LMZ_ST(I, A0, A1, A2, A3)                                          \
+  if constexpr (G > I) {                                                   \
+    _mm512_storeu_pd(n0 + I * a.hdp, A0);                                  \
+    if constexpr (DW > 1) _mm512_storeu_pd(n0 + I * a.hdp + 8, A1);        \
+    if constexpr (DW > 2) _mm512_storeu_pd(n0 + I * a.hdp + 16, A2);       \
+    if constexpr (DW > 3) _mm512_storeu_pd(n0 + I * a.hdp + 24, A3);       \
+  }
+  LMZ_ST(0, c00, c01, c02, c03) LMZ_ST(1, c10, c11, c12, c13) LMZ_ST(2, c20, c21, c22, c23)
+  LMZ_ST(3, c30, c31, c32, c33) LMZ_ST(4, c40, c41, c42, c43) LMZ_ST(5, c50, c51, c52, c53)
+#undef LMZ_ST
+}
+
+template <int G>
+void mix_g(const MixArgs& a, int jb, int je, bool prefetch) {
+  int d0 = 0;
+  for (; d0 + 32 <= a.hdp; d0 += 32, prefetch = false) mix_block<G, 4>(a, jb, je, d0, prefetch);
+  for (; d0 < a.hdp; d0 += 8, prefetch = false) mix_block<G, 1>(a, jb, je, d0, prefetch);  // hdp: a multiple of 8
+}
+
+inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
+  __m512i any = _mm512_setzero_si512();
+  for (int g = 0; g < rows; ++g) {
+    const double* r = e + g * lde;
+    int j = jb;
+    for (; j + 8 <= je; j += 8) any = _mm512_or_si512(any, _mm512_castpd_si512(_mm512_loadu_pd(r + j)));
+    if (j < je) any = _mm512_or_si512(any, _mm512_castpd_si512(_mm512_maskz_loadu_pd(__mmask8((1u << (je - j)) - 1), r + j)));
+  }
+  return _mm512_test_epi64_mask(any, any) == 0;  // every weight of the block is +0.0
+}
+
+void mix(const MixArgs& a) {
+  constexpr int BLK = 64;  // value rows kept in L1 across the passes and tiles of query rows
+  for (int jb = a.j0; jb < a.j1; jb += BLK) {
+    const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
+    bool prefetch = je < a.j1;  // once per block, in its first pass
+    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+      MixArgs t = a;
+      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+      t.e = a.e + r0 * a.lde;
+      t.num = a.num + r0 * a.hdp;
+      if (all_zero(t.e, t.lde, t.G, jb, je)) continue;
+      switch (t.G) {
+        case 1: mix_g<1>(t, jb, je, prefetch); break;
+        case 2: mix_g<2>(t, jb, je, prefetch); break;
+        case 3: mix_g<3>(t, jb, je, prefetch); break;
+        case 4: mix_g<4>(t, jb, je, prefetch); break;
+        case 5: mix_g<5>(t, jb, je, prefetch); break;
+        default: mix_g<6>(t, jb, je, prefetch); break;
+      }
+      prefetch = false;
+    }
+  }
+}
+
 }  // namespace
 
 void matmul_avx512vnni(const MatmulArgs& a) { matmul(a); }
+void scores_avx512(const ScoreArgs& a) { scores(a); }
+void mix_avx512(const MixArgs& a) { mix(a); }
 
 }  // namespace lmz
 

@@ -201,7 +201,7 @@ int best_simd() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     return SIMD_AVX512VNNI;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SIMD_AVX2;
 #endif
@@ -253,7 +253,7 @@ Kernels kernels_for(int level) {
   Kernels k{matmul_portable, scores_portable, mix_portable, weights_portable};
 #if defined(__x86_64__)
   if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2, weights_avx2};
-  if (level >= SIMD_AVX512VNNI) k.matmul = matmul_avx512vnni;
+  if (level >= SIMD_AVX512VNNI) k.matmul = matmul_avx512vnni, k.scores = scores_avx512, k.mix = mix_avx512;
 #endif
   return k;
 }
