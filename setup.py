@@ -50,6 +50,7 @@ setup(
         Pybind11Extension(
             "lmzip.native._native",
             sorted(glob("lmzip/native/csrc/*.cpp")),
+            depends=sorted(glob("lmzip/native/csrc/*.h")),  # a changed header rebuilds every source
             cxx_std=17,
             extra_compile_args=FLAGS,
         )

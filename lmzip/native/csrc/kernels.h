@@ -146,6 +146,7 @@ struct DenseKernels {
 extern const DenseKernels dense_portable;
 #if defined(__x86_64__)
 extern const DenseKernels dense_avx2;
+const DenseKernels& dense_avx512();  // dense_avx2 with AVX-512 versions of the heaviest passes
 #endif
 // The dense kernels of the process's SIMD level (set_dense_level caps it; tests compare levels).
 const DenseKernels& dense();

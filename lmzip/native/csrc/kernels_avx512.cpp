@@ -9,10 +9,12 @@
 
 #pragma GCC push_options
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // false positives inside GCC 12's AVX-512 headers
+#pragma GCC diagnostic ignored "-Wunused-function"      // dense_impl.h: only the tails of the passes below
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace lmz {
 namespace {
+#include "dense_impl.h"
 
 // 64 pair sums of |x| <= 32639, |w| <= 128 per lane stay below 2**31: flush every 2048 k.
 constexpr int KBLOCK = 2048;
@@ -319,11 +321,161 @@ void mix(const MixArgs& a) {
   }
 }
 
+
+// -- the predictor's passes over the vocabulary ------------------------------------------------
+// The three heaviest passes of predictor version 3 on 16 lanes (dense_impl.h's integer steps; the
+// AVX2 versions' comments hold for these too). AVX-512 has what AVX2 emulates: 64-bit max/min and
+// compares into masks, and narrowing moves.
+
+void z_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin) {
+  __m512i a0 = _mm512_set1_epi64(INT64_MIN), a1 = a0, b0 = _mm512_set1_epi64(INT64_MAX), b1 = b0;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i us = _mm512_srai_epi32(_mm512_loadu_si512(reinterpret_cast<const void*>(u + i)), 14);
+    const __m512i w0 = _mm512_add_epi64(_mm512_loadu_si512(reinterpret_cast<const void*>(z + i)),
+                                        _mm512_cvtepi32_epi64(_mm512_castsi512_si256(us)));
+    const __m512i w1 = _mm512_add_epi64(_mm512_loadu_si512(reinterpret_cast<const void*>(z + i + 8)),
+                                        _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(us, 1)));
+    a0 = _mm512_max_epi64(a0, w0), a1 = _mm512_max_epi64(a1, w1);
+    b0 = _mm512_min_epi64(b0, w0), b1 = _mm512_min_epi64(b1, w1);
+    // the low 32 bits of each w (vpmovqd truncates)
+    const __m512i qv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi64_epi32(w0)), _mm512_cvtepi64_epi32(w1), 1);
+    _mm512_storeu_si512(reinterpret_cast<void*>(q + i), qv);
+  }
+  int64_t ta, tb;
+  d_bias_logits(z + i, u + i, n - i, q + i, &ta, &tb);  // the tail
+  const int64_t a = _mm512_reduce_max_epi64(_mm512_max_epi64(a0, a1)), b = _mm512_reduce_min_epi64(_mm512_min_epi64(b0, b1));
+  *wmax = ta > a ? ta : a;
+  *wmin = tb < b ? tb : b;
+}
+
+int64_t z_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
+  const __m512i vtop = _mm512_set1_epi32(top), cap = _mm512_set1_epi32(32767), ln = _mm512_set1_epi32(94548);
+  const __m512i frac = _mm512_set1_epi32(0xFFFF), c31 = _mm512_set1_epi32(31), zero = _mm512_setzero_si512();
+  const __m512i c4 = _mm512_set1_epi32(225), c3 = _mm512_set1_epi32(-1745), c2 = _mm512_set1_epi32(7847);
+  const __m512i c1 = _mm512_set1_epi32(-22710), c0 = _mm512_set1_epi32(32768), lo = _mm512_set1_epi64(0xffffffffLL);
+  __m512i s0 = zero, s1 = zero;
+  int a = n, i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i d = _mm512_sub_epi32(vtop, _mm512_loadu_si512(reinterpret_cast<const void*>(q + i)));
+    if (a == n) {
+      const unsigned m = _mm512_cmpeq_epi32_mask(d, zero);
+      if (m) a = i + __builtin_ctz(m);
+    }
+    d = _mm512_min_epu32(d, cap);
+    const __m512i t = _mm512_srli_epi32(_mm512_mullo_epi32(d, ln), 10);
+    const __m512i sh = _mm512_min_epu32(_mm512_srli_epi32(t, 16), c31);
+    const __m512i x = _mm512_srli_epi32(_mm512_and_si512(t, frac), 1);
+    __m512i p = _mm512_add_epi32(c3, _mm512_srai_epi32(_mm512_mullo_epi32(c4, x), 15));
+    p = _mm512_add_epi32(c2, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
+    p = _mm512_add_epi32(c1, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
+    p = _mm512_add_epi32(c0, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
+    const __m512i v = _mm512_srlv_epi32(_mm512_slli_epi32(p, 15), sh);
+    _mm512_storeu_si512(reinterpret_cast<void*>(q + i), v);
+    s0 = _mm512_add_epi64(s0, _mm512_and_si512(v, lo));
+    s1 = _mm512_add_epi64(s1, _mm512_srli_epi64(v, 32));
+  }
+  int ta;
+  const int64_t tail = d_exp3_rel(q + i, top, n - i, &ta);
+  if (a == n && ta < n - i) a = i + ta;
+  *arg = a;
+  return _mm512_reduce_add_epi64(_mm512_add_epi64(s0, s1)) + tail;
+}
+
+// floor(v * r / 2**32) per unsigned 32-bit lane, r < 2**32.
+inline __m512i mulhi32(__m512i v, __m512i rv) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(v, rv), 32);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(v, 32), rv);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+// floor(v * l / 2**16) per lane for v * l < 2**48 and a result below 2**32.
+inline __m512i mulshr16(__m512i v, __m512i lv) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(v, lv), 16);
+  const __m512i odd = _mm512_slli_epi64(_mm512_srli_epi64(_mm512_mul_epu32(_mm512_srli_epi64(v, 32), lv), 16), 32);
+  return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+template <bool MIX, bool UNI, bool SEL>
+int64_t z_out3_t(const Out3Args& a, int* nsel) {
+  const __m512i rv = _mm512_set1_epi64(a.r), lv = _mm512_set1_epi64(a.lr), one = _mm512_set1_epi32(1);
+  const __m512i tv = _mm512_set1_epi32(int32_t(a.thr - 1));  // f >= thr as f > thr - 1 (thr <= 2**24)
+  const __m512i dv = _mm512_set1_epi64(a.dense), r2v = _mm512_set1_epi64(a.r2), lo32 = _mm512_set1_epi64(0xffffffffLL);
+  const __m128i shv = _mm_cvtsi32_si128(a.sh), sh2v = _mm_cvtsi32_si128(a.sh2);
+  // g = ((et >> sh) * dense) >> sh2 < 2**33; floor(g * r2 / 2**32) with g = gh * 2**32 + gl, gh in {0, 1}.
+  auto scaled = [&](__m512i lanes) {
+    const __m512i g = _mm512_srl_epi64(_mm512_mul_epu32(_mm512_srl_epi64(lanes, shv), dv), sh2v);
+    const __m512i low = _mm512_srli_epi64(_mm512_mul_epu32(g, r2v), 32);
+    return _mm512_mask_add_epi64(low, _mm512_cmpgt_epu64_mask(g, lo32), low, r2v);
+  };
+  __m512i fa = _mm512_setzero_si512();
+  int c = 0, i = 0;
+  for (; i + 16 <= a.n; i += 16) {
+    const __m512i et = _mm512_loadu_si512(reinterpret_cast<const void*>(a.et + i));
+    const __m512i ft = _mm512_add_epi32(mulhi32(et, rv), one);  // each < 2**25
+    __m512i x;
+    if (MIX) {
+      const __m512i xe = scaled(_mm512_and_si512(et, lo32)), xo = scaled(_mm512_srli_epi64(et, 32));
+      fa = _mm512_add_epi64(fa, _mm512_add_epi64(xe, xo));
+      x = _mm512_mask_blend_epi32(0xAAAA, xe, _mm512_slli_epi64(xo, 32));  // each x < 2**32
+    } else {
+      x = _mm512_sub_epi32(ft, one);
+      fa = _mm512_add_epi64(fa, _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(x)),
+                                                 _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(x, 1))));
+    }
+    _mm512_storeu_si512(reinterpret_cast<void*>(a.out + i), _mm512_add_epi32(x, one));
+    if (UNI) {
+      void* up = a.u + i;
+      _mm512_storeu_si512(up, _mm512_sub_epi32(_mm512_loadu_si512(up), mulshr16(ft, lv)));
+    }
+    if (SEL) {
+      unsigned m = _mm512_cmpgt_epi32_mask(ft, tv);
+      while (m) {
+        a.sel[c++] = i + __builtin_ctz(m);
+        m &= m - 1;
+      }
+    }
+  }
+  Out3Args t = a;  // the tail, by the plain loop
+  t.et += i, t.out += i, t.n -= i;
+  if (UNI) t.u += i;
+  if (SEL) t.sel += c;
+  int tc;
+  const int64_t tail = d_out3_t<MIX, UNI, SEL>(t, &tc);
+  for (int j = c; j < c + tc; ++j) a.sel[j] += i;
+  *nsel = c + tc;
+  return _mm512_reduce_add_epi64(fa) + tail;
+}
+
+int64_t z_out3(const Out3Args& a, int* nsel) {
+  const bool uni = a.u != nullptr, sel = a.sel != nullptr;
+  *nsel = 0;
+  if (a.mix) {
+    if (uni) return sel ? z_out3_t<true, true, true>(a, nsel) : z_out3_t<true, true, false>(a, nsel);
+    return sel ? z_out3_t<true, false, true>(a, nsel) : z_out3_t<true, false, false>(a, nsel);
+  }
+  if (uni) return sel ? z_out3_t<false, true, true>(a, nsel) : z_out3_t<false, true, false>(a, nsel);
+  return sel ? z_out3_t<false, false, true>(a, nsel) : z_out3_t<false, false, false>(a, nsel);
+}
+
 }  // namespace
 
 void matmul_avx512vnni(const MatmulArgs& a) { matmul(a); }
 void scores_avx512(const ScoreArgs& a) { scores(a); }
 void mix_avx512(const MixArgs& a) { mix(a); }
+
+// The AVX2 table with the passes above in place of theirs (built on first use: dense_avx2 is a
+// constant of another translation unit, initialized before any code runs).
+const DenseKernels& dense_avx512() {
+  static const DenseKernels k = [] {
+    DenseKernels d = dense_avx2;
+    d.bias_logits = z_bias_logits;
+    d.exp3_rel = z_exp3_rel;
+    d.out3 = z_out3;
+    return d;
+  }();
+  return k;
+}
 
 }  // namespace lmz
 

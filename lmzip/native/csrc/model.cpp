@@ -222,18 +222,20 @@ int g_dense_level = -1;
 }  // namespace
 
 void set_dense_level(int level) {
-  level = std::max(0, std::min(level, best_simd()));
+  level = verified_simd(level);  // the best level here at most, and only one whose kernels passed
+  g_dense = &dense_for(level);
 #if defined(__x86_64__)
-  g_dense = level >= SIMD_AVX2 ? &dense_avx2 : &dense_portable;
+  g_dense_level = level;
 #else
-  g_dense = &dense_portable;
+  g_dense_level = SIMD_PORTABLE;
 #endif
-  g_dense_level = level >= SIMD_AVX2 ? SIMD_AVX2 : SIMD_PORTABLE;
 }
 
 const DenseKernels& dense_for(int level) {
 #if defined(__x86_64__)
-  if (std::min(level, best_simd()) >= SIMD_AVX2) return dense_avx2;
+  level = std::min(level, best_simd());
+  if (level >= SIMD_AVX512VNNI) return dense_avx512();
+  if (level >= SIMD_AVX2) return dense_avx2;
 #endif
   (void)level;
   return dense_portable;

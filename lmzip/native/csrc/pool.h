@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -53,7 +54,9 @@ class ThreadPool {
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
+    const auto t0 = Clock::now();
     work(fn, n);
+    const auto t1 = Clock::now();
     // Wait for every worker to leave this job (they may still hold a task). On shared cores a
     // worker may have been descheduled holding one: yield to it after a while, and if that keeps
     // happening, run the next jobs on this thread alone (measured: two threads decoding 2x slower
@@ -68,7 +71,12 @@ class ThreadPool {
       }
     }
     job_ = nullptr;
-    stalls_ += spins >= kSpin;
+    // A stall: the caller waited longer than it worked on this job (and more than kStallMin). A
+    // worker finishing its last task waits at most one task's time; a descheduled one, a time
+    // slice. (Counting every wait past a fixed spin count also caught the last big task of a
+    // full-sequence matmul, ~2 ms, and sent compression onto one core: measured 1.1 of 2 cores.)
+    const auto waited = Clock::now() - t1;
+    stalls_ += waited > kStallMin && waited > t1 - t0;
     if (++jobs_ == kWindow) {  // a straggler in more than 1 job of 16: the cores are shared
       if (stalls_ * 16 > kWindow) serial_left_ = kSerial;
       jobs_ = stalls_ = 0;
@@ -128,7 +136,9 @@ class ThreadPool {
     workers_.clear();
   }
 
+  using Clock = std::chrono::steady_clock;
   static constexpr int kSpin = 4000;  // pause instructions (~50-200 us) before yielding
+  static constexpr std::chrono::microseconds kStallMin{100};
   static constexpr int kWindow = 256;  // jobs between checks of how often the caller waited long
   static constexpr int kSerial = 4096;  // jobs then run on the calling thread alone
 
