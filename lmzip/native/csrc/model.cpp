@@ -302,6 +302,13 @@ void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, d
   });
 }
 
+void Model::rows(int M, const std::function<void(int, int)>& f) {
+  const int threads = pool_.size();
+  if (threads == 1 || M < 2) return f(0, M);
+  const int tasks = std::min(M, 2 * threads), per = (M + tasks - 1) / tasks;
+  pool_.run((M + per - 1) / per, [&](int64_t t) { f(int(t) * per, std::min(M, int(t + 1) * per)); });
+}
+
 template <typename T>
 static T* grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
@@ -356,53 +363,63 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
     Layer& L = layer[size_t(li)];
     // ---- attention
     const DenseKernels& E = *dk_;
-    E.quantize(h, M, d, xq, L.wqkv.Kp, s);
-    norm_factors(xq, M, d, L.wqkv.Kp, s, d, cfg.norm_eps, kf);
+    rows(M, [&](int m0, int m1) {
+      E.quantize(h + size_t(m0) * d, m1 - m0, d, xq + size_t(m0) * L.wqkv.Kp, L.wqkv.Kp, s + m0);
+      norm_factors(xq + size_t(m0) * L.wqkv.Kp, m1 - m0, d, L.wqkv.Kp, s + m0, d, cfg.norm_eps, kf + m0);
+    });
     mark(PH_NORM);
     matmul(L.wqkv, xq, M, kf, y, nullptr);
     mark(PH_QKV);
-    E.fix(y, size_t(M) * QKV);  // _fix
-    for (int m = 0; m < M; ++m) {
-      double* r = y + size_t(m) * QKV;
-      const int b = m / n, t = m % n;
-      const int64_t p = pos[size_t(m)];
-      const double* c = tab.rope_cos.data() + size_t(p) * half;
-      const double* sn = tab.rope_sin.data() + size_t(p) * half;
-      for (int hh = 0; hh < H + Hk; ++hh) {  // _rope on query and key heads
-        double rot[512];
-        E.rope(r + hh * hd, c, sn, half, rot);
-        if (hh < H) {  // query head hh = g * rep + i -> row t * rep + i of kv group g
-          const int g = hh / rep, ri = hh % rep;
-          double* qd = qbuf + ((size_t(b) * Hk + g) * (size_t(n) * rep) + size_t(t) * rep + ri) * hdp;
-          for (int i = 0; i < hd; ++i) qd[i] = rot[i];
-        } else {
-          const int g = hh - H;
-          int32_t* kb = cache.keys(li, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
-          for (int i = 0; i < hd; ++i) kb[size_t(i) * KEY_BLOCK] = int32_t(rot[i]);
+    rows(M, [&](int m0, int m1) {
+      E.fix(y + size_t(m0) * QKV, size_t(m1 - m0) * QKV);  // _fix
+      for (int m = m0; m < m1; ++m) {  // each row writes its own query slots and cache positions
+        double* r = y + size_t(m) * QKV;
+        const int b = m / n, t = m % n;
+        const int64_t p = pos[size_t(m)];
+        const double* c = tab.rope_cos.data() + size_t(p) * half;
+        const double* sn = tab.rope_sin.data() + size_t(p) * half;
+        for (int hh = 0; hh < H + Hk; ++hh) {  // _rope on query and key heads
+          double rot[512];
+          E.rope(r + hh * hd, c, sn, half, rot);
+          if (hh < H) {  // query head hh = g * rep + i -> row t * rep + i of kv group g
+            const int g = hh / rep, ri = hh % rep;
+            double* qd = qbuf + ((size_t(b) * Hk + g) * (size_t(n) * rep) + size_t(t) * rep + ri) * hdp;
+            for (int i = 0; i < hd; ++i) qd[i] = rot[i];
+          } else {
+            const int g = hh - H;
+            int32_t* kb = cache.keys(li, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
+            for (int i = 0; i < hd; ++i) kb[size_t(i) * KEY_BLOCK] = int32_t(rot[i]);
+          }
+        }
+        for (int g = 0; g < Hk; ++g) {
+          int32_t* vd = cache.vals(li, b, g) + size_t(p) * hdp;
+          const double* x = r + (H + Hk + g) * hd;
+          for (int i = 0; i < hd; ++i) vd[i] = int32_t(x[i]);
         }
       }
-      for (int g = 0; g < Hk; ++g) {
-        int32_t* vd = cache.vals(li, b, g) + size_t(p) * hdp;
-        const double* x = r + (H + Hk + g) * hd;
-        for (int i = 0; i < hd; ++i) vd[i] = int32_t(x[i]);
-      }
-    }
+    });
     mark(PH_ROPE);
     attention(cache, li, qbuf, pos, B, n, o);
     mark(PH_ATTN);
-    E.quantize(o, M, H * hd, xq, L.wo.Kp, s);
-    for (int m = 0; m < M; ++m) kf[size_t(m)] = s[size_t(m)] * V_INV;
+    rows(M, [&](int m0, int m1) {
+      E.quantize(o + size_t(m0) * H * hd, m1 - m0, H * hd, xq + size_t(m0) * L.wo.Kp, L.wo.Kp, s + m0);
+      for (int m = m0; m < m1; ++m) kf[size_t(m)] = s[size_t(m)] * V_INV;
+    });
     matmul(L.wo, xq, M, kf, y, nullptr);
     E.residual(h, y, size_t(M) * d);
     mark(PH_WO);
     // ---- feed-forward
-    E.quantize(h, M, d, xq, L.w13.Kp, s);
-    norm_factors(xq, M, d, L.w13.Kp, s, d, cfg.norm_eps, kf);
+    rows(M, [&](int m0, int m1) {
+      E.quantize(h + size_t(m0) * d, m1 - m0, d, xq + size_t(m0) * L.w13.Kp, L.w13.Kp, s + m0);
+      norm_factors(xq + size_t(m0) * L.w13.Kp, m1 - m0, d, L.w13.Kp, s + m0, d, cfg.norm_eps, kf + m0);
+    });
     mark(PH_NORM);
     matmul(L.w13, xq, M, kf, y, nullptr);
     mark(PH_W13);
-    E.silu(y, M, F, tab.sigmoid.data(), act);
-    E.quantize(act, M, F, xq, L.w2.Kp, s);
+    rows(M, [&](int m0, int m1) {
+      E.silu(y + size_t(m0) * 2 * F, m1 - m0, F, tab.sigmoid.data(), act + size_t(m0) * F);
+      E.quantize(act + size_t(m0) * F, m1 - m0, F, xq + size_t(m0) * L.w2.Kp, L.w2.Kp, s + m0);
+    });
     mark(PH_SILU);
     matmul(L.w2, xq, M, s, y, nullptr);
     E.residual(h, y, size_t(M) * d);

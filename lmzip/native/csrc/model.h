@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -117,6 +118,9 @@ class Model {
 
  private:
   void matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi);
+  // f(m0, m1) over row ranges covering [0, M), on the pool (rows are independent: any split gives
+  // the same bits).
+  void rows(int M, const std::function<void(int, int)>& f);
   void head_logits_locked(const double* h, int M, int64_t* logits);
   void attention(Cache& cache, int li, const double* q, const std::vector<int64_t>& pos, int B, int n, double* o);
   int simd_;
