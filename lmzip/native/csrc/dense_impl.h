@@ -340,16 +340,25 @@ int64_t d_out3_t(const Out3Args& a, int* nsel) {
   return s;
 }
 
-int64_t d_out3(const Out3Args& a, int* nsel) {
+// Out3Args' three switches (the mixture, the unigram step, the selection) as template arguments:
+// P::template pass<MIX, UNI, SEL>, one instantiation per combination (each level's out3 uses it).
+template <class P>
+int64_t out3_dispatch(const Out3Args& a, int* nsel) {
   const bool uni = a.u != nullptr, sel = a.sel != nullptr;
   *nsel = 0;
   if (a.mix) {
-    if (uni) return sel ? d_out3_t<true, true, true>(a, nsel) : d_out3_t<true, true, false>(a, nsel);
-    return sel ? d_out3_t<true, false, true>(a, nsel) : d_out3_t<true, false, false>(a, nsel);
+    if (uni) return sel ? P::template pass<true, true, true>(a, nsel) : P::template pass<true, true, false>(a, nsel);
+    return sel ? P::template pass<true, false, true>(a, nsel) : P::template pass<true, false, false>(a, nsel);
   }
-  if (uni) return sel ? d_out3_t<false, true, true>(a, nsel) : d_out3_t<false, true, false>(a, nsel);
-  return sel ? d_out3_t<false, false, true>(a, nsel) : d_out3_t<false, false, false>(a, nsel);
+  if (uni) return sel ? P::template pass<false, true, true>(a, nsel) : P::template pass<false, true, false>(a, nsel);
+  return sel ? P::template pass<false, false, true>(a, nsel) : P::template pass<false, false, false>(a, nsel);
 }
+
+struct DOut3 {
+  template <bool MIX, bool UNI, bool SEL>
+  static int64_t pass(const Out3Args& a, int* nsel) { return d_out3_t<MIX, UNI, SEL>(a, nsel); }
+};
+int64_t d_out3(const Out3Args& a, int* nsel) { return out3_dispatch<DOut3>(a, nsel); }
 
 // ---- the forward pass's elementwise steps (model.cpp; each the reference's IEEE operations in the
 // reference's order, so vectorizing them changes no bit) --------------------------------------------

@@ -383,16 +383,11 @@ int64_t x_out3_t(const Out3Args& a, int* nsel) {
   return l[0] + l[1] + l[2] + l[3] + tail;
 }
 
-int64_t x_out3(const Out3Args& a, int* nsel) {
-  const bool uni = a.u != nullptr, sel = a.sel != nullptr;
-  *nsel = 0;
-  if (a.mix) {
-    if (uni) return sel ? x_out3_t<true, true, true>(a, nsel) : x_out3_t<true, true, false>(a, nsel);
-    return sel ? x_out3_t<true, false, true>(a, nsel) : x_out3_t<true, false, false>(a, nsel);
-  }
-  if (uni) return sel ? x_out3_t<false, true, true>(a, nsel) : x_out3_t<false, true, false>(a, nsel);
-  return sel ? x_out3_t<false, false, true>(a, nsel) : x_out3_t<false, false, false>(a, nsel);
-}
+struct XOut3 {
+  template <bool MIX, bool UNI, bool SEL>
+  static int64_t pass(const Out3Args& a, int* nsel) { return x_out3_t<MIX, UNI, SEL>(a, nsel); }
+};
+int64_t x_out3(const Out3Args& a, int* nsel) { return out3_dispatch<XOut3>(a, nsel); }
 }  // namespace
 
 const DenseKernels dense_avx2 = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,

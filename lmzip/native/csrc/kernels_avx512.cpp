@@ -44,11 +44,11 @@ inline void epilogue8(const MatmulArgs& a, int m, int g, const int64_t* acc) {
 }
 
 // The tiles keep their accumulators in named variables, one function per K block (as the AVX2
-// tiles do): with accumulator arrays GCC 12 keeps them on the stack (measured: a third of the
-// speed at batch 16).
+// tiles do): with accumulator arrays GCC 12 keeps them on the stack (the first version did; a
+// batch-16 step took 54 ms against 33.5 with this tile, its asm and the eight-wide epilogue).
 
 // acc += pairwise products of x and w. In asm because GCC 12, given the intrinsic in a tile of 24
-// accumulators, copies each accumulator through the stack at every step (measured: as slow as AVX2).
+// accumulators, still copies accumulators through the stack at every step (seen in the disassembly).
 inline __m512i dpwssd(__m512i acc, __m512i x, __m512i w) {
   asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
   return acc;
@@ -130,6 +130,17 @@ void matmul(const MatmulArgs& a) {
 // Scores: G (<= 6) query rows against NB (<= 4) blocks of eight keys per pass, one zmm of sums per
 // row and block (24 accumulators at most, NB converted keys and one broadcast query).
 
+// Row I (< R rows) of a tile: its accumulators A0..A(W-1) += the scalar S times X0..X(W-1), the
+// shared step of the scores (S a query entry, X converted keys) and the mix (S a weight, X values).
+#define LMZ_RANK1(R, W, I, S, X0, X1, X2, X3, A0, A1, A2, A3) \
+  if constexpr (R > I) {                                       \
+    const __m512d sb = _mm512_set1_pd(S);                      \
+    A0 = _mm512_fmadd_pd(sb, X0, A0);                          \
+    if constexpr (W > 1) A1 = _mm512_fmadd_pd(sb, X1, A1);     \
+    if constexpr (W > 2) A2 = _mm512_fmadd_pd(sb, X2, A2);     \
+    if constexpr (W > 3) A3 = _mm512_fmadd_pd(sb, X3, A3);     \
+  }
+
 template <int G, int NB>
 __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
   static_assert(G * NB <= 24, "tile too large for AVX-512's 32 registers");
@@ -145,17 +156,10 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
     if constexpr (NB > 1) k1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + bstride)));
     if constexpr (NB > 2) k2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 2 * bstride)));
     if constexpr (NB > 3) k3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 3 * bstride)));
-#define LMZ_Q(I, A0, A1, A2, A3)                                   \
-  if constexpr (G > I) {                                           \
-    const __m512d qb = _mm512_set1_pd(a.q[I * a.hdp + d]);         \
-    A0 = _mm512_fmadd_pd(qb, k0, A0);                              \
-    if constexpr (NB > 1) A1 = _mm512_fmadd_pd(qb, k1, A1);        \
-    if constexpr (NB > 2) A2 = _mm512_fmadd_pd(qb, k2, A2);        \
-    if constexpr (NB > 3) A3 = _mm512_fmadd_pd(qb, k3, A3);        \
-  }
-    LMZ_Q(0, c00, c01, c02, c03) LMZ_Q(1, c10, c11, c12, c13) LMZ_Q(2, c20, c21, c22, c23)
-    LMZ_Q(3, c30, c31, c32, c33) LMZ_Q(4, c40, c41, c42, c43) LMZ_Q(5, c50, c51, c52, c53)
-#undef LMZ_Q
+#define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, NB, I, a.q[I * a.hdp + d], k0, k1, k2, k3, A0, A1, A2, A3)
+    LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
+    LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
+#undef LMZ_ROW
   }
   // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
   double* s = a.s + size_t(b) * KEY_BLOCK;
@@ -255,17 +259,10 @@ __attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je, int d
     if constexpr (DW > 1) v1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 8)));
     if constexpr (DW > 2) v2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 16)));
     if constexpr (DW > 3) v3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 24)));
-#define LMZ_E(I, A0, A1, A2, A3)                                  \
-  if constexpr (G > I) {                                          \
-    const __m512d eb = _mm512_set1_pd(a.e[I * a.lde + j]);        \
-    A0 = _mm512_fmadd_pd(eb, v0, A0);                             \
-    if constexpr (DW > 1) A1 = _mm512_fmadd_pd(eb, v1, A1);       \
-    if constexpr (DW > 2) A2 = _mm512_fmadd_pd(eb, v2, A2);       \
-    if constexpr (DW > 3) A3 = _mm512_fmadd_pd(eb, v3, A3);       \
-  }
-    LMZ_E(0, c00, c01, c02, c03) LMZ_E(1, c10, c11, c12, c13) LMZ_E(2, c20, c21, c22, c23)
-    LMZ_E(3, c30, c31, c32, c33) LMZ_E(4, c40, c41, c42, c43) LMZ_E(5, c50, c51, c52, c53)
-#undef LMZ_E
+#define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, DW, I, a.e[I * a.lde + j], v0, v1, v2, v3, A0, A1, A2, A3)
+    LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
+    LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
+#undef LMZ_ROW
   }
 #define LMZ_ST(I, A0, A1, A2, A3)                                          \
   if constexpr (G > I) {                                                   \
@@ -321,6 +318,8 @@ void mix(const MixArgs& a) {
   }
 }
 
+
+#undef LMZ_RANK1
 
 // -- the predictor's passes over the vocabulary ------------------------------------------------
 // The three heaviest passes of predictor version 3 on 16 lanes (dense_impl.h's integer steps; the
@@ -447,16 +446,11 @@ int64_t z_out3_t(const Out3Args& a, int* nsel) {
   return _mm512_reduce_add_epi64(fa) + tail;
 }
 
-int64_t z_out3(const Out3Args& a, int* nsel) {
-  const bool uni = a.u != nullptr, sel = a.sel != nullptr;
-  *nsel = 0;
-  if (a.mix) {
-    if (uni) return sel ? z_out3_t<true, true, true>(a, nsel) : z_out3_t<true, true, false>(a, nsel);
-    return sel ? z_out3_t<true, false, true>(a, nsel) : z_out3_t<true, false, false>(a, nsel);
-  }
-  if (uni) return sel ? z_out3_t<false, true, true>(a, nsel) : z_out3_t<false, true, false>(a, nsel);
-  return sel ? z_out3_t<false, false, true>(a, nsel) : z_out3_t<false, false, false>(a, nsel);
-}
+struct ZOut3 {
+  template <bool MIX, bool UNI, bool SEL>
+  static int64_t pass(const Out3Args& a, int* nsel) { return z_out3_t<MIX, UNI, SEL>(a, nsel); }
+};
+int64_t z_out3(const Out3Args& a, int* nsel) { return out3_dispatch<ZOut3>(a, nsel); }
 
 }  // namespace
 

@@ -224,11 +224,7 @@ int g_dense_level = -1;
 void set_dense_level(int level) {
   level = verified_simd(level);  // the best level here at most, and only one whose kernels passed
   g_dense = &dense_for(level);
-#if defined(__x86_64__)
   g_dense_level = level;
-#else
-  g_dense_level = SIMD_PORTABLE;
-#endif
 }
 
 const DenseKernels& dense_for(int level) {
@@ -359,14 +355,18 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
     t_last = now;
   };
   mark(PH_EMBED);
+  // The residual stream quantized for a matmul of padded width Kp, with its RMS-norm factors.
+  auto normed = [&](int Kp) {
+    rows(M, [&](int m0, int m1) {
+      dk_->quantize(h + size_t(m0) * d, m1 - m0, d, xq + size_t(m0) * Kp, Kp, s + m0);
+      norm_factors(xq + size_t(m0) * Kp, m1 - m0, d, Kp, s + m0, d, cfg.norm_eps, kf + m0);
+    });
+  };
   for (int li = 0; li < cfg.layers; ++li) {
     Layer& L = layer[size_t(li)];
     // ---- attention
     const DenseKernels& E = *dk_;
-    rows(M, [&](int m0, int m1) {
-      E.quantize(h + size_t(m0) * d, m1 - m0, d, xq + size_t(m0) * L.wqkv.Kp, L.wqkv.Kp, s + m0);
-      norm_factors(xq + size_t(m0) * L.wqkv.Kp, m1 - m0, d, L.wqkv.Kp, s + m0, d, cfg.norm_eps, kf + m0);
-    });
+    normed(L.wqkv.Kp);
     mark(PH_NORM);
     matmul(L.wqkv, xq, M, kf, y, nullptr);
     mark(PH_QKV);
@@ -409,10 +409,7 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
     E.residual(h, y, size_t(M) * d);
     mark(PH_WO);
     // ---- feed-forward
-    rows(M, [&](int m0, int m1) {
-      E.quantize(h + size_t(m0) * d, m1 - m0, d, xq + size_t(m0) * L.w13.Kp, L.w13.Kp, s + m0);
-      norm_factors(xq + size_t(m0) * L.w13.Kp, m1 - m0, d, L.w13.Kp, s + m0, d, cfg.norm_eps, kf + m0);
-    });
+    normed(L.w13.Kp);
     mark(PH_NORM);
     matmul(L.w13, xq, M, kf, y, nullptr);
     mark(PH_W13);
