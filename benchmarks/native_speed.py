@@ -135,7 +135,8 @@ def bench_predictor(lm, runtime: str, n: int) -> float:
     m = lm.model
     toks = text_tokens(lm, n + 1)
     cache = m.new_cache(1, n)
-    z = to_numpy(m.head_logits(m.hidden(cache, toks[None, :n])[0]))
+    head = getattr(m, "head_logits32", m.head_logits)  # the rows the codec gives the predictor
+    z = to_numpy(head(m.hidden(cache, toks[None, :n])[0]))
     ids = toks[1 : n + 1]
     pred = codec.new_predictor(lm, AdaptParams())
     enc = codec.new_encoder(lm, 24, 64)

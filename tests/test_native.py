@@ -134,6 +134,17 @@ def test_logits_and_tables_equal_the_reference():
     h_nat = nat.hidden(nat.new_cache(2, 40), toks)
     assert np.array_equal(h_nat, h_ref.numpy())  # the residual stream itself, bit for bit
     assert np.array_equal(nat.head_logits(h_nat), ref.head_logits(h_ref).numpy())
+    z32 = nat.head_logits32(h_nat)
+    assert z32.dtype == np.int32 and np.array_equal(z32, ref.head_logits(h_ref).numpy())
+    # beyond 2**30 the int32 rows are refused and the int64 ones come back: the same model with
+    # its head's scales 2**20 times larger (logits far past any real model's)
+    cfg, w = random_llama(0, max_context=160, **SHAPES[0])
+    ec, t = exact_config(cfg, 160), exact_tensors(cfg, w)
+    t["head.scale"] = t["head.scale"] * 2**20
+    loud = NativeModel(ec, t)
+    big = loud.head_logits32(h_nat)
+    assert big.dtype == np.int64 and np.array_equal(big, loud.head_logits(h_nat))
+    assert np.abs(big).max() > 2**30
     assert np.array_equal(nat.out_exp, ref.out_exp.numpy())
 
 
@@ -171,8 +182,8 @@ VARIANTS = [AdaptParams(), AdaptParams(temp_lr=200, ngram_order=3), AdaptParams(
 
 @settings(max_examples=30)
 @given(seed=st.integers(0, 2**31), params=st.sampled_from(VARIANTS), vocab=st.sampled_from([40, 300]),
-       level=st.sampled_from(LEVELS), n=st.integers(1, 260), alphabet=st.integers(2, 30))
-def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level, n, alphabet):
+       level=st.sampled_from(LEVELS), n=st.integers(1, 260), alphabet=st.integers(2, 30), as32=st.booleans())
+def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level, n, alphabet, as32):
     _native.set_dense_level(level)
     rng = np.random.default_rng(seed)
     classes = np.arange(vocab, dtype=np.int64) % adapt.N_CLASSES
@@ -180,13 +191,15 @@ def test_predictor_state_digests_equal_token_by_token(seed, params, vocab, level
     letters = rng.integers(0, vocab, alphabet)
     seq = letters[rng.integers(0, alphabet, n)]
     seq = np.concatenate([seq, seq[: n // 2]])  # a repeat for the match model
-    # 2**28: logits clamped below the maximum; 2**33: wider than the uint32 lanes (the int64 path)
-    scale = rng.choice([10, 3000, 60000, 2**28, 2**33])
+    # 2**28: logits clamped below the maximum; 2**33: wider than the uint32 lanes (the int64 path);
+    # 1.5 * 2**30: int32 logits beyond LOGIT32_LIMIT (the native predictor widens them)
+    scale = rng.choice([10, 3000, 60000, 2**28, 3 * 2**29, 2**33])
     for i, y in enumerate(seq.tolist()):
         z = rng.integers(-scale, scale, vocab)
         if scale == 2**33:  # entries 2**32 and a little below the maximum: they must not wrap around
             z[: vocab // 4] = z.max() - 2**32 + rng.integers(-20000, 20000, vocab // 4)
-        assert np.array_equal(nat.predict(z), ref.predict(z)), i
+        zn = z.astype(np.int32) if as32 and np.abs(z).max() < 2**31 else z  # head_logits32's rows
+        assert np.array_equal(nat.predict(zn), ref.predict(z)), i
         ref.update(y)
         nat.update(y)
         assert nat.last == ref.last
@@ -208,7 +221,7 @@ def test_predictor_on_teacher_sized_rows(version):
         for i in range(40):
             z = (rng.standard_normal(V) * 6000).astype(np.int64)
             y = int(rng.integers(0, 50)) if i % 3 else int(np.argmax(z))
-            assert np.array_equal(nat.predict(z), ref.predict(z))
+            assert np.array_equal(nat.predict(z.astype(np.int32) if i % 2 else z), ref.predict(z))
             ref.update(y)
             nat.update(y)
         assert nat.digest() == ref.digest()
@@ -261,7 +274,8 @@ def test_predict_again_without_update_is_the_same():
         z = rng.integers(-30000, 30000, V)
         if i % 4 == 0:
             nat.predict(rng.integers(-30000, 30000, V))  # a look at other logits first
-        assert np.array_equal(nat.predict(z), ref.predict(z)), i
+        zn = z.astype(np.int32) if i % 2 else z  # int32 rows too (head_logits32's)
+        assert np.array_equal(nat.predict(zn), ref.predict(z)), i
         y = int(rng.integers(0, 20))
         ref.update(y)
         nat.update(y)

@@ -162,18 +162,20 @@ def coded_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, kind: str = "fr
     """The model's rows for one segment's token ids, in coding order.
 
     Yields (a, b, rows, part): ``rows`` [b - a, V] predict ids[a:b] (``kind``:
-    "frequencies", "logits" for the integer logits, or "hidden" for the head's input
-    [b - a, d]). Each window runs through the model in parts of ``FORWARD_CHUNK`` tokens
+    "frequencies", "logits" for the integer logits (int64), "logits32" for the same in int32
+    where the runtime has them (the native one: half the bytes for the predictor to read), or
+    "hidden" for the head's input [b - a, d]). Each window runs through the model in parts of ``FORWARD_CHUNK`` tokens
     (the rows do not depend on the split); on a part's last slice ``part`` is the
     (first, end) range of the tokens that part coded, else None, so callers can report
     progress or give up between parts. The head runs in slices of 256 rows (32 on the native
-    runtime: 12 MB of logits stay in the CPU's last-level cache for the predictor, where 256
+    runtime: 6 MB of int32 logits stay in the CPU's last-level cache for the predictor, where 256
     rows are 100 MB of fresh pages).
     """
     model, n = lm.model, len(ids)
     step = 32 if is_native(lm) else 256
     s = np.concatenate([[lm.tokenizer.bos_id], ids[:-1]]).astype(np.int64) if n else None
-    head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h}[kind]
+    head = {"frequencies": model.head_frequencies, "logits": model.head_logits, "hidden": lambda h: h,
+            "logits32": getattr(model, "head_logits32", model.head_logits)}[kind]
     for start, ctx, length in windows(n, p.window, p.overlap):
         cache = model.new_cache(1, length)
         for c0 in range(0, length, FORWARD_CHUNK):
@@ -235,7 +237,7 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
         pred = new_predictor(lm, p.adapt)
 
         def fused():
-            for a, b, z, part in coded_rows(lm, ids, p, kind="logits"):
+            for a, b, z, part in coded_rows(lm, ids, p, kind="logits32"):
                 pred.encode_logits(enc, z, targets[a:b])  # type: ignore[attr-defined]
                 yield a, b, None, part
 
@@ -440,7 +442,7 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
         if active[0].predictor is None:
             rows = model.head_frequencies(h)
         else:  # the adaptive predictor turns each stream's logits into its frequencies
-            rows = to_numpy(model.head_logits(h))
+            rows = to_numpy(model.head_logits32(h) if streams[0].native else model.head_logits(h))
         steps += 1
         if progress and steps % 32 == 0:
             for st in active:

@@ -15,6 +15,14 @@ from ..errors import FormatError, TrailingDataError, TruncatedError
 from . import _native
 
 
+def _logits(z: Any) -> np.ndarray:
+    """Logit rows as the native loops take them: int32 (``NativeModel.head_logits32``) as they are,
+    anything else as int64."""
+    if isinstance(z, np.ndarray) and z.dtype == np.int32 and z.flags.c_contiguous:
+        return z
+    return np.ascontiguousarray(z, dtype=np.int64)
+
+
 def _symbols(symbols: Any) -> np.ndarray:
     if hasattr(symbols, "detach"):
         symbols = symbols.detach().cpu().numpy()
@@ -93,7 +101,7 @@ class NativeTokenDecoder:
     def decode_run(self, predictor: "NativePredictor | None", rows: np.ndarray, guesses: list[int]) -> list[int]:
         """Decode from rows[0], rows[1], ... while the guesses hold (see ``codec._Stream.decode``);
         with a predictor the rows are the model's logits, else frequency rows."""
-        out = _native.decode_logits(predictor._p if predictor else None, self._d, rows, guesses)
+        out = _native.decode_logits(predictor._p if predictor else None, self._d, _logits(rows) if predictor else rows, guesses)
         if out and out[-1] < 0:
             raise _stream_error(out[-1])
         return out
@@ -123,15 +131,14 @@ class NativePredictor:
                                     np.ascontiguousarray(exp_table, dtype=np.int64), vocab_size, cls)
 
     def predict(self, z: np.ndarray) -> np.ndarray:
-        return self._p.predict(np.ascontiguousarray(z, dtype=np.int64))
+        return self._p.predict(_logits(z))
 
     def update(self, y: int) -> None:
         self._p.update(int(y))
 
     def encode_logits(self, encoder: NativeTokenEncoder, z: np.ndarray, targets: np.ndarray) -> None:
         """Predict, code and learn each row of z [n, V] with its target, in one native call."""
-        _native.encode_logits(self._p, encoder._e, np.ascontiguousarray(z, dtype=np.int64),
-                              np.ascontiguousarray(targets, dtype=np.int64))
+        _native.encode_logits(self._p, encoder._e, _logits(z), np.ascontiguousarray(targets, dtype=np.int64))
 
     @property
     def last(self) -> dict[str, int]:

@@ -149,6 +149,12 @@ class NativeModel:
     def head_logits(self, h) -> np.ndarray:
         return self._m.head_logits(_np(h, np.float64))
 
+    def head_logits32(self, h) -> np.ndarray:
+        """``head_logits`` in int32 (half the bytes for the predictor to read), or the int64 rows
+        if an entry exceeds 2**30 in magnitude (no real model's logits come near: 2**20 nats)."""
+        z = self._m.head_logits32(_np(h, np.float64))
+        return self.head_logits(h) if z is None else z
+
     def head_frequencies(self, h) -> np.ndarray:
         return self._m.head_frequencies(_np(h, np.float64))
 

@@ -120,6 +120,21 @@ void d_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_
   *wmin = b;
 }
 
+void d_bias_logits32(const int32_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin, int64_t* zfar) {
+  int32_t a = INT32_MIN, b = INT32_MAX, za = 0, zb = 0;
+  for (int i = 0; i < n; ++i) {
+    const int32_t w = int32_t(uint32_t(u[i] >> 14) + uint32_t(z[i]));  // |w| < 2**30 + 2**17 when |z| <= 2**30
+    q[i] = w;
+    a = w > a ? w : a;
+    b = w < b ? w : b;
+    za = z[i] > za ? z[i] : za;
+    zb = z[i] < zb ? z[i] : zb;
+  }
+  *wmax = n ? a : INT64_MIN;
+  *wmin = n ? b : INT64_MAX;
+  *zfar = za > -int64_t(zb) ? za : -int64_t(zb);
+}
+
 // et = table[min(top - q, last)] in uint32 arithmetic (top: max(w)'s low 32 bits); *sum = sum(et).
 int64_t d_exp_rel(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n) {
   int64_t s = 0;
@@ -295,6 +310,14 @@ inline int32_t exp3(uint32_t d) {
   return int32_t((uint32_t(m) << 15) >> (n < 31u ? n : 31u));
 }
 
+// The SIMD passes compute exp3 in uint16 lanes (twice the lanes, and no 32-bit multiply), the
+// same integers by these identities, for d <= 32767 after the cap:
+//   d * 94548 = d * 2**16 + d * 29012; with hi, lo the high and low 16 bits of d * 29012 and
+//   S = d + hi (< 2**16): t = 64 S + (lo >> 10), so t >> 16 = S >> 10, and
+//   y = 2x = (t & 0xFFFF) & ~1 = (S << 6 mod 2**16) | ((lo >> 10) & 0x3E);
+//   floor(p x / 2**15) = floor(p y / 2**16) = mulhi(p, y as int16) + (p if y >= 2**15): every
+//   Horner step's p and result fit int16, and m = 32768 + F wraps into uint16 exactly;
+//   (m << 15) >> min(n, 31) = (m << 16) >> (min(n, 31) + 1) in uint32 (m << 16 <= 2**31).
 // In place: et = exp3(top - q) in uint32 arithmetic; returns sum(et); *arg = the first index where
 // q == top (n if none).
 int64_t d_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {

@@ -37,7 +37,13 @@ inline size_t packed_offset(int n, int k, int K) {
 // acc[m, n] = sum_k x[m, k] * w[n, k] (exact), for rows m < M and columns n0 <= n < n1, then
 //   y[m * ldy + n]  = ((double)acc * scale[n]) * kf[m]                (y != nullptr)
 //   yi[m * ldy + n] = (int64) round-half-even(((double)acc * scale[n]) * kf[m])   (yi != nullptr)
+//   yi32[m * ldy + n]: the same integer in int32 where |value| <= LOGIT32_LIMIT; elsewhere 0, and
+//                      *clipped is set to 1 (the caller then asks for int64)   (yi32 != nullptr)
 // n0 is a multiple of PACK_ROWS; w is packed (see above).
+// Logits held in int32 (half the bytes of int64 for the predictor to read) are at most this in
+// magnitude, so that adding the predictor's biases (|u >> 14| < 2**17) cannot leave int32.
+constexpr double LOGIT32_LIMIT = 1073741824.0;  // 2**30
+
 struct MatmulArgs {
   const int16_t* x;
   size_t ldx;
@@ -50,6 +56,8 @@ struct MatmulArgs {
   double* y;
   int64_t* yi;
   size_t ldy;
+  int32_t* yi32;
+  int* clipped;
 };
 
 // s[g * lds + j] = q[g] . key[j] for g < G, j in [j0, j1): q rows hdp doubles apart (exact
@@ -121,6 +129,9 @@ struct DenseKernels {
   int64_t (*sum32)(const int32_t* row, int n);
   void (*top_k)(const int32_t* row, int n, int k, int32_t* ids, int64_t* freqs);
   void (*bias_logits)(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin);
+  // the same for int32 logits, w in int32 lanes: exact where |z| <= LOGIT32_LIMIT, which the
+  // caller checks with *zfar = max |z| (its pass is wasted otherwise)
+  void (*bias_logits32)(const int32_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin, int64_t* zfar);
   int64_t (*exp_rel)(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n);
   int (*find32)(const int32_t* row, int n, int32_t x);
   void (*block_max32)(const int32_t* row, int n, int32_t* bm);

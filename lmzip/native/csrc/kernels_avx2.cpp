@@ -111,6 +111,34 @@ void x_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_
   *wmin = b;
 }
 
+void x_bias_logits32(const int32_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin, int64_t* zfar) {
+  __m256i a = _mm256_set1_epi32(INT32_MIN), b = _mm256_set1_epi32(INT32_MAX), za = _mm256_setzero_si256(), zb = za;
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i zv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(z + i));
+    const __m256i w = _mm256_add_epi32(zv, _mm256_srai_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + i)), 14));
+    za = _mm256_max_epi32(za, zv);
+    zb = _mm256_min_epi32(zb, zv);
+    a = _mm256_max_epi32(a, w);
+    b = _mm256_min_epi32(b, w);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), w);
+  }
+  int32_t la[8], lb[8], lza[8], lzb[8];
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(la), a);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lb), b);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lza), za);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(lzb), zb);
+  int64_t ta, tb, tz;
+  d_bias_logits32(z + i, u + i, n - i, q + i, &ta, &tb, &tz);  // the tail
+  for (int j = 0; j < 8; ++j) {
+    ta = la[j] > ta ? la[j] : ta, tb = lb[j] < tb ? lb[j] : tb;
+    tz = lza[j] > tz ? lza[j] : tz, tz = -int64_t(lzb[j]) > tz ? -int64_t(lzb[j]) : tz;
+  }
+  *wmax = ta;
+  *wmin = tb;
+  *zfar = tz;
+}
+
 int64_t x_exp_rel(const int32_t* q, int32_t top, const int32_t* table, int32_t last, int32_t* et, int n) {
   const __m256i vtop = _mm256_set1_epi32(top), vlast = _mm256_set1_epi32(last), mask = _mm256_set1_epi64x(0xffffffffLL);
   __m256i s0 = _mm256_setzero_si256(), s1 = s0;
@@ -292,33 +320,44 @@ int x_unigram_step32(int32_t* u, const int32_t* et, int n, int64_t r, int64_t lr
   return c;
 }
 
-// exp3 of dense_impl.h on 8 lanes (the same integer steps: vpmulld's low 32 bits are the scalar
-// products, all below 2**32; vpsrad is the arithmetic shift).
+// exp3 of dense_impl.h in 16 uint16 lanes (dense_impl.h derives each step, above d_exp3_rel).
 int64_t x_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
-  const __m256i vtop = _mm256_set1_epi32(top), cap = _mm256_set1_epi32(32767), ln = _mm256_set1_epi32(94548);
-  const __m256i frac = _mm256_set1_epi32(0xFFFF), c31 = _mm256_set1_epi32(31), zero = _mm256_setzero_si256();
-  const __m256i c4 = _mm256_set1_epi32(225), c3 = _mm256_set1_epi32(-1745), c2 = _mm256_set1_epi32(7847);
-  const __m256i c1 = _mm256_set1_epi32(-22710), c0 = _mm256_set1_epi32(32768), mask = _mm256_set1_epi64x(0xffffffffLL);
+  const __m256i vtop = _mm256_set1_epi32(top), cap = _mm256_set1_epi32(32767), zero = _mm256_setzero_si256();
+  const __m256i k = _mm256_set1_epi16(94548 - 65536), m3e = _mm256_set1_epi16(0x3E), c31 = _mm256_set1_epi16(31);
+  const __m256i one = _mm256_set1_epi16(1), c4 = _mm256_set1_epi16(225), c3 = _mm256_set1_epi16(-1745);
+  const __m256i c2 = _mm256_set1_epi16(7847), c1 = _mm256_set1_epi16(-22710), c0 = _mm256_set1_epi16(-32768);
+  const __m256i mask = _mm256_set1_epi64x(0xffffffffLL);
   __m256i s0 = zero, s1 = zero;
   int a = n, i = 0;
-  for (; i + 8 <= n; i += 8) {
-    __m256i d = _mm256_sub_epi32(vtop, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)));
+  for (; i + 16 <= n; i += 16) {
+    const __m256i da = _mm256_sub_epi32(vtop, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)));
+    const __m256i db = _mm256_sub_epi32(vtop, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i + 8)));
     if (a == n) {
-      const int m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(d, zero)));
-      if (m) a = i + __builtin_ctz(unsigned(m));
+      const unsigned m = unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(da, zero)))) |
+                         (unsigned(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(db, zero)))) << 8);
+      if (m) a = i + __builtin_ctz(m);
     }
-    d = _mm256_min_epu32(d, cap);
-    const __m256i t = _mm256_srli_epi32(_mm256_mullo_epi32(d, ln), 10);
-    const __m256i sh = _mm256_min_epu32(_mm256_srli_epi32(t, 16), c31);
-    const __m256i x = _mm256_srli_epi32(_mm256_and_si256(t, frac), 1);
-    __m256i p = _mm256_add_epi32(c3, _mm256_srai_epi32(_mm256_mullo_epi32(c4, x), 15));
-    p = _mm256_add_epi32(c2, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
-    p = _mm256_add_epi32(c1, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
-    p = _mm256_add_epi32(c0, _mm256_srai_epi32(_mm256_mullo_epi32(p, x), 15));
-    const __m256i v = _mm256_srlv_epi32(_mm256_slli_epi32(p, 15), sh);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), v);
-    s0 = _mm256_add_epi64(s0, _mm256_and_si256(v, mask));
-    s1 = _mm256_add_epi64(s1, _mm256_srli_epi64(v, 32));
+    // packus puts 4 of a and 4 of b in each 128-bit lane; unpacklo/hi below take them back apart
+    const __m256i d = _mm256_packus_epi32(_mm256_min_epu32(da, cap), _mm256_min_epu32(db, cap));
+    const __m256i lo = _mm256_mullo_epi16(d, k);
+    const __m256i S = _mm256_add_epi16(d, _mm256_mulhi_epu16(d, k));
+    const __m256i y = _mm256_or_si256(_mm256_slli_epi16(S, 6), _mm256_and_si256(_mm256_srli_epi16(lo, 10), m3e));
+    const __m256i n1 = _mm256_add_epi16(_mm256_min_epu16(_mm256_srli_epi16(S, 10), c31), one);
+    const __m256i neg = _mm256_srai_epi16(y, 15);
+    auto F = [&](__m256i p) {  // floor(p * x / 2**15)
+      return _mm256_add_epi16(_mm256_mulhi_epi16(p, y), _mm256_and_si256(p, neg));
+    };
+    __m256i p = _mm256_add_epi16(c3, F(c4));
+    p = _mm256_add_epi16(c2, F(p));
+    p = _mm256_add_epi16(c1, F(p));
+    p = _mm256_add_epi16(c0, F(p));  // m = 32768 + F, as uint16
+    const __m256i va = _mm256_srlv_epi32(_mm256_unpacklo_epi16(zero, p), _mm256_unpacklo_epi16(n1, zero));
+    const __m256i vb = _mm256_srlv_epi32(_mm256_unpackhi_epi16(zero, p), _mm256_unpackhi_epi16(n1, zero));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), va);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i + 8), vb);
+    const __m256i w = _mm256_add_epi32(va, vb);  // each <= 2**30
+    s0 = _mm256_add_epi64(s0, _mm256_and_si256(w, mask));
+    s1 = _mm256_add_epi64(s1, _mm256_srli_epi64(w, 32));
   }
   int64_t l[4];
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(l), _mm256_add_epi64(s0, s1));
@@ -391,7 +430,7 @@ int64_t x_out3(const Out3Args& a, int* nsel) { return out3_dispatch<XOut3>(a, ns
 }  // namespace
 
 const DenseKernels dense_avx2 = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
-                                x_bias_logits, x_exp_rel, x_find32, d_block_max32, x_select_ge32, x_exp32, x_teacher_sums, x_teacher_out, x_mix_sum_arg, x_mix_out,
+                                x_bias_logits, x_bias_logits32, x_exp_rel, x_find32, d_block_max32, x_select_ge32, x_exp32, x_teacher_sums, x_teacher_out, x_mix_sum_arg, x_mix_out,
                                 x_unigram_step32, d_select_teacher, d_clip32, x_exp3_rel, x_out3,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
 
@@ -417,6 +456,11 @@ inline void epilogue(const MatmulArgs& a, int m, int n, int64_t acc) {
   const double r = (double(acc) * a.scale[n]) * a.kf[m];
   if (a.y) a.y[m * a.ldy + n] = r;
   if (a.yi) a.yi[m * a.ldy + n] = int64_t(__builtin_nearbyint(r));
+  if (a.yi32) {
+    const bool big = !(r >= -LOGIT32_LIMIT && r <= LOGIT32_LIMIT);
+    if (big) __atomic_store_n(a.clipped, 1, __ATOMIC_RELAXED);
+    a.yi32[m * a.ldy + n] = big ? 0 : int32_t(__builtin_nearbyint(r));
+  }
 }
 
 // The tiles below keep their accumulators in named variables, one function per K block (at most

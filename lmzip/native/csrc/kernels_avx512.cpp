@@ -41,6 +41,12 @@ inline void epilogue8(const MatmulArgs& a, int m, int g, const int64_t* acc) {
   const __m512d r = _mm512_mul_pd(_mm512_mul_pd(v, s), _mm512_set1_pd(a.kf[m]));
   if (a.y) _mm512_mask_storeu_pd(a.y + m * a.ldy + n, k, r);
   if (a.yi) _mm512_mask_storeu_epi64(a.yi + m * a.ldy + n, k, _mm512_cvt_roundpd_epi64(r, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  if (a.yi32) {
+    const __mmask8 big = _mm512_mask_cmp_pd_mask(k, _mm512_abs_pd(r), _mm512_set1_pd(LOGIT32_LIMIT), _CMP_GT_OQ);
+    if (big) __atomic_store_n(a.clipped, 1, __ATOMIC_RELAXED);
+    const __m256i v = _mm512_cvt_roundpd_epi32(_mm512_maskz_mov_pd(__mmask8(k & ~big), r), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_mask_storeu_epi32(a.yi32 + m * a.ldy + n, k, v);
+  }
 }
 
 // The tiles keep their accumulators in named variables, one function per K block (as the AVX2
@@ -348,31 +354,65 @@ void z_bias_logits(const int64_t* z, const int32_t* u, int n, int32_t* q, int64_
   *wmin = tb < b ? tb : b;
 }
 
+void z_bias_logits32(const int32_t* z, const int32_t* u, int n, int32_t* q, int64_t* wmax, int64_t* wmin, int64_t* zfar) {
+  __m512i a = _mm512_set1_epi32(INT32_MIN), b = _mm512_set1_epi32(INT32_MAX), za = _mm512_setzero_si512(), zb = za;
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i zv = _mm512_loadu_si512(reinterpret_cast<const void*>(z + i));
+    const __m512i w = _mm512_add_epi32(zv, _mm512_srai_epi32(_mm512_loadu_si512(reinterpret_cast<const void*>(u + i)), 14));
+    za = _mm512_max_epi32(za, zv);
+    zb = _mm512_min_epi32(zb, zv);
+    a = _mm512_max_epi32(a, w);
+    b = _mm512_min_epi32(b, w);
+    _mm512_storeu_si512(reinterpret_cast<void*>(q + i), w);
+  }
+  int64_t ta, tb, tz;
+  d_bias_logits32(z + i, u + i, n - i, q + i, &ta, &tb, &tz);  // the tail
+  const int64_t va = _mm512_reduce_max_epi32(a), vb = _mm512_reduce_min_epi32(b);
+  const int64_t fa = _mm512_reduce_max_epi32(za), fb = -int64_t(_mm512_reduce_min_epi32(zb));
+  *wmax = ta > va ? ta : va;
+  *wmin = tb < vb ? tb : vb;
+  *zfar = tz > fa ? (tz > fb ? tz : fb) : (fa > fb ? fa : fb);
+}
+
+// exp3 of dense_impl.h in 32 uint16 lanes (dense_impl.h derives each step, above d_exp3_rel).
 int64_t z_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
-  const __m512i vtop = _mm512_set1_epi32(top), cap = _mm512_set1_epi32(32767), ln = _mm512_set1_epi32(94548);
-  const __m512i frac = _mm512_set1_epi32(0xFFFF), c31 = _mm512_set1_epi32(31), zero = _mm512_setzero_si512();
-  const __m512i c4 = _mm512_set1_epi32(225), c3 = _mm512_set1_epi32(-1745), c2 = _mm512_set1_epi32(7847);
-  const __m512i c1 = _mm512_set1_epi32(-22710), c0 = _mm512_set1_epi32(32768), lo = _mm512_set1_epi64(0xffffffffLL);
+  const __m512i vtop = _mm512_set1_epi32(top), cap = _mm512_set1_epi32(32767), zero = _mm512_setzero_si512();
+  const __m512i k = _mm512_set1_epi16(94548 - 65536), m3e = _mm512_set1_epi16(0x3E), c31 = _mm512_set1_epi16(31);
+  const __m512i one = _mm512_set1_epi16(1), c4 = _mm512_set1_epi16(225), c3 = _mm512_set1_epi16(-1745);
+  const __m512i c2 = _mm512_set1_epi16(7847), c1 = _mm512_set1_epi16(-22710), c0 = _mm512_set1_epi16(-32768);
+  const __m512i lo32 = _mm512_set1_epi64(0xffffffffLL);
   __m512i s0 = zero, s1 = zero;
   int a = n, i = 0;
-  for (; i + 16 <= n; i += 16) {
-    __m512i d = _mm512_sub_epi32(vtop, _mm512_loadu_si512(reinterpret_cast<const void*>(q + i)));
+  for (; i + 32 <= n; i += 32) {
+    const __m512i da = _mm512_sub_epi32(vtop, _mm512_loadu_si512(reinterpret_cast<const void*>(q + i)));
+    const __m512i db = _mm512_sub_epi32(vtop, _mm512_loadu_si512(reinterpret_cast<const void*>(q + i + 16)));
     if (a == n) {
-      const unsigned m = _mm512_cmpeq_epi32_mask(d, zero);
-      if (m) a = i + __builtin_ctz(m);
+      const uint64_t m = uint64_t(_mm512_cmpeq_epi32_mask(da, zero)) | (uint64_t(_mm512_cmpeq_epi32_mask(db, zero)) << 16);
+      if (m) a = i + __builtin_ctzll(m);
     }
-    d = _mm512_min_epu32(d, cap);
-    const __m512i t = _mm512_srli_epi32(_mm512_mullo_epi32(d, ln), 10);
-    const __m512i sh = _mm512_min_epu32(_mm512_srli_epi32(t, 16), c31);
-    const __m512i x = _mm512_srli_epi32(_mm512_and_si512(t, frac), 1);
-    __m512i p = _mm512_add_epi32(c3, _mm512_srai_epi32(_mm512_mullo_epi32(c4, x), 15));
-    p = _mm512_add_epi32(c2, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
-    p = _mm512_add_epi32(c1, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
-    p = _mm512_add_epi32(c0, _mm512_srai_epi32(_mm512_mullo_epi32(p, x), 15));
-    const __m512i v = _mm512_srlv_epi32(_mm512_slli_epi32(p, 15), sh);
-    _mm512_storeu_si512(reinterpret_cast<void*>(q + i), v);
-    s0 = _mm512_add_epi64(s0, _mm512_and_si512(v, lo));
-    s1 = _mm512_add_epi64(s1, _mm512_srli_epi64(v, 32));
+    // packus puts 4 of a and 4 of b in each 128-bit lane; unpacklo/hi below take them back apart
+    const __m512i d = _mm512_packus_epi32(_mm512_min_epu32(da, cap), _mm512_min_epu32(db, cap));
+    const __m512i lo = _mm512_mullo_epi16(d, k);
+    const __m512i S = _mm512_add_epi16(d, _mm512_mulhi_epu16(d, k));
+    const __m512i y = _mm512_ternarylogic_epi32(_mm512_slli_epi16(S, 6), _mm512_srli_epi16(lo, 10), m3e, 0xF8);  // A | (B & C)
+    const __m512i n1 = _mm512_add_epi16(_mm512_min_epu16(_mm512_srli_epi16(S, 10), c31), one);
+    const __mmask32 neg = _mm512_movepi16_mask(y);
+    auto F = [&](__m512i p) {  // floor(p * x / 2**15)
+      const __m512i h = _mm512_mulhi_epi16(p, y);
+      return _mm512_mask_add_epi16(h, neg, h, p);
+    };
+    __m512i p = _mm512_add_epi16(c3, F(c4));
+    p = _mm512_add_epi16(c2, F(p));
+    p = _mm512_add_epi16(c1, F(p));
+    p = _mm512_add_epi16(c0, F(p));  // m = 32768 + F, as uint16
+    const __m512i va = _mm512_srlv_epi32(_mm512_unpacklo_epi16(zero, p), _mm512_unpacklo_epi16(n1, zero));
+    const __m512i vb = _mm512_srlv_epi32(_mm512_unpackhi_epi16(zero, p), _mm512_unpackhi_epi16(n1, zero));
+    _mm512_storeu_si512(reinterpret_cast<void*>(q + i), va);
+    _mm512_storeu_si512(reinterpret_cast<void*>(q + i + 16), vb);
+    const __m512i w = _mm512_add_epi32(va, vb);  // each <= 2**30
+    s0 = _mm512_add_epi64(s0, _mm512_and_si512(w, lo32));
+    s1 = _mm512_add_epi64(s1, _mm512_srli_epi64(w, 32));
   }
   int ta;
   const int64_t tail = d_exp3_rel(q + i, top, n - i, &ta);
@@ -464,6 +504,7 @@ const DenseKernels& dense_avx512() {
   static const DenseKernels k = [] {
     DenseKernels d = dense_avx2;
     d.bias_logits = z_bias_logits;
+    d.bias_logits32 = z_bias_logits32;
     d.exp3_rel = z_exp3_rel;
     d.out3 = z_out3;
     return d;

@@ -9,7 +9,7 @@ namespace {
 }  // namespace
 
 const DenseKernels dense_portable = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32, d_top_k,
-                                d_bias_logits, d_exp_rel, d_find32, d_block_max32, d_select_ge32, d_exp32, d_teacher_sums, d_teacher_out, d_mix_sum_arg, d_mix_out,
+                                d_bias_logits, d_bias_logits32, d_exp_rel, d_find32, d_block_max32, d_select_ge32, d_exp32, d_teacher_sums, d_teacher_out, d_mix_sum_arg, d_mix_out,
                                 d_unigram_step32, d_select_teacher, d_clip32, d_exp3_rel, d_out3,
                                 e_quantize, e_fix, e_rope, e_residual, e_silu};
 
@@ -28,6 +28,11 @@ void matmul(const MatmulArgs& a) {
       const double r = (double(acc) * a.scale[n]) * a.kf[m];
       if (a.y) a.y[m * a.ldy + n] = r;
       if (a.yi) a.yi[m * a.ldy + n] = int64_t(std::nearbyint(r));
+      if (a.yi32) {
+        const bool big = !(r >= -LOGIT32_LIMIT && r <= LOGIT32_LIMIT);
+        if (big) __atomic_store_n(a.clipped, 1, __ATOMIC_RELAXED);
+        a.yi32[m * a.ldy + n] = big ? 0 : int32_t(std::nearbyint(r));
+      }
     }
   }
 }

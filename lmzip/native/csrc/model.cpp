@@ -282,8 +282,9 @@ void Model::set_simd(int level) {
   dk_ = &dense_for(level);
 }
 
-void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi) {
-  MatmulArgs a{x, size_t(w.Kp), M, w.q(), w.Kp, w.scale.data(), kf, 0, w.N, y, yi, size_t(w.N)};
+void Model::matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi,
+                   int32_t* yi32, int* clipped) {
+  MatmulArgs a{x, size_t(w.Kp), M, w.q(), w.Kp, w.scale.data(), kf, 0, w.N, y, yi, size_t(w.N), yi32, clipped};
   // Column ranges of whole weight groups, 24 rows or more: one per task, each written by one thread.
   const int threads = pool_.size();
   int64_t tasks = threads == 1 ? 1 : std::min<int64_t>(int64_t(threads) * (M <= 4 ? 4 : 8), (w.N + 23) / 24);
@@ -549,7 +550,14 @@ void Model::head_logits(const double* h, int M, int64_t* logits) {
   head_logits_locked(h, M, logits);
 }
 
-void Model::head_logits_locked(const double* h, int M, int64_t* logits) {
+bool Model::head_logits32(const double* h, int M, int32_t* logits) {
+  std::lock_guard<std::mutex> lock(busy_);
+  int clipped = 0;
+  head_logits_locked(h, M, nullptr, logits, &clipped);
+  return !clipped;
+}
+
+void Model::head_logits_locked(const double* h, int M, int64_t* logits, int32_t* logits32, int* clipped) {
   const int d = cfg.dim;
   std::vector<int16_t>& xq = sc_.xq;
   xq.resize(std::max(xq.size(), size_t(M) * head.Kp));
@@ -557,7 +565,7 @@ void Model::head_logits_locked(const double* h, int M, int64_t* logits) {
   dk_->quantize(h, M, d, xq.data(), head.Kp, s.data());
   norm_factors(xq.data(), M, d, head.Kp, s.data(), d, cfg.norm_eps, kf.data());
   for (int m = 0; m < M; ++m) kf[size_t(m)] = kf[size_t(m)] * 1024.0;  // logits on the exp table's grid
-  matmul(head, xq.data(), M, kf.data(), nullptr, logits);
+  matmul(head, xq.data(), M, kf.data(), nullptr, logits, logits32, clipped);
 }
 
 void Model::head_frequencies(const double* h, int M, int32_t* freqs) {

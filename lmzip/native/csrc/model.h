@@ -114,14 +114,17 @@ class Model {
   void hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h);
   // Integer logits [M, vocab] (2**-10 nat units) / frequency rows (>= 1, sum 2**24) of h [M, dim].
   void head_logits(const double* h, int M, int64_t* logits);
+  // The same logits in int32; false (and the rows undefined) if one exceeds LOGIT32_LIMIT.
+  bool head_logits32(const double* h, int M, int32_t* logits);
   void head_frequencies(const double* h, int M, int32_t* freqs);
 
  private:
-  void matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi);
+  void matmul(const Linear& w, const int16_t* x, int M, const double* kf, double* y, int64_t* yi,
+              int32_t* yi32 = nullptr, int* clipped = nullptr);
   // f(m0, m1) over row ranges covering [0, M), on the pool (rows are independent: any split gives
   // the same bits).
   void rows(int M, const std::function<void(int, int)>& f);
-  void head_logits_locked(const double* h, int M, int64_t* logits);
+  void head_logits_locked(const double* h, int M, int64_t* logits, int32_t* logits32 = nullptr, int* clipped = nullptr);
   void attention(Cache& cache, int li, const double* q, const std::vector<int64_t>& pos, int B, int n, double* o);
   int simd_;
   Kernels kern_;

@@ -144,8 +144,56 @@ Predictor* new_predictor(py::tuple params, carray<int64_t> exp_table, int vocab,
   return new Predictor(p, to_vector(exp_table), vocab, std::move(cls));
 }
 
-void check_logits(const carray<int64_t>& z, int V, int ndim) {
+template <class T>
+void check_logits(const carray<T>& z, int V, int ndim) {
   if (z.ndim() != ndim || z.shape(ndim - 1) != V) throw std::invalid_argument("logits have the wrong shape");
+}
+
+template <class T>
+void def_logit_loops(py::module_& m) {
+  m.def("encode_logits", [](Predictor& p, PyEncoder& e, carray<T> z, carray<int64_t> targets) {
+    const int V = p.vocab();
+    check_logits(z, V, 2);
+    const int64_t n = z.shape(0);
+    if (targets.size() != n) throw std::invalid_argument("one target per logits row");
+    for (int64_t i = 0; i < n; ++i)
+      if (targets.data()[i] < 0 || targets.data()[i] >= V) throw std::invalid_argument("target out of range");
+    if (e.finished) throw std::invalid_argument("encoder already finished");
+    py::gil_scoped_release nogil;
+    std::vector<int32_t> f(static_cast<size_t>(V));
+    for (int64_t i = 0; i < n; ++i) {
+      p.predict(z.data() + i * V, f.data());
+      e.code(f.data(), V, int32_t(targets.data()[i]));
+      p.update(int32_t(targets.data()[i]));
+    }
+  });
+  m.def("decode_logits", [](Predictor* p, PyDecoder& d, carray<T> rows, std::vector<int64_t> guesses) {
+    // Decode from rows 0, 1, ... while the guesses hold (row k was computed with guesses[:k] as
+    // input); returns the symbols decoded (the last is -1 on invalid data).
+    if (rows.ndim() != 2) throw std::invalid_argument("rows must be [n, V]");
+    int64_t n = rows.shape(0);
+    const int V = int(rows.shape(1));
+    if (rows.ndim() != 2 || (p && V != p->vocab())) throw std::invalid_argument("rows have the wrong shape");
+    if (int64_t(guesses.size()) + 1 < n) n = int64_t(guesses.size()) + 1;
+    std::vector<int64_t> out;
+    {
+      py::gil_scoped_release nogil;
+      std::vector<int32_t> f(static_cast<size_t>(V));
+      for (int64_t i = 0; i < n; ++i) {
+        if (p) {
+          p->predict(rows.data() + i * V, f.data());
+        } else {
+          for (int v = 0; v < V; ++v) f[size_t(v)] = int32_t(rows.data()[i * V + v]);
+        }
+        const int32_t s = d.code(f.data(), V);
+        out.push_back(s);
+        if (s < 0) break;
+        if (p) p->update(s);
+        if (i + 1 >= n || s != guesses[size_t(i)]) break;
+      }
+    }
+    return out;
+  }, py::arg("predictor"), py::arg("decoder"), py::arg("rows"), py::arg("guesses"));
 }
 
 }  // namespace
@@ -298,6 +346,20 @@ PYBIND11_MODULE(_native, m) {
         }
         return out;
       })
+      .def("head_logits32", [](PyModel& pm, carray<double> h) {
+        Model& mdl = *pm.model;
+        if (h.ndim() < 1 || h.shape(h.ndim() - 1) != mdl.cfg.dim) throw std::invalid_argument("h must be [..., dim]");
+        std::vector<py::ssize_t> shape(h.shape(), h.shape() + h.ndim());
+        shape.back() = mdl.cfg.vocab;
+        const int M = int(h.size() / mdl.cfg.dim);
+        py::array_t<int32_t> out(shape);
+        bool fits;
+        {
+          py::gil_scoped_release nogil;
+          fits = mdl.head_logits32(h.data(), M, out.mutable_data());
+        }
+        return fits ? py::object(out) : py::object(py::none());  // None: ask head_logits
+      })
       .def("logit_frequencies", [](PyModel& pm, carray<int64_t> z) {
         Model& mdl = *pm.model;
         const int V = mdl.cfg.vocab;
@@ -365,6 +427,15 @@ PYBIND11_MODULE(_native, m) {
   // -- the adaptive predictor ------------------------------------------------------------------------
   py::class_<Predictor>(m, "Predictor")
       .def(py::init(&new_predictor), py::arg("params"), py::arg("exp_table"), py::arg("vocab"), py::arg("classes"))
+      .def("predict", [](Predictor& p, carray<int32_t> z) {
+        check_logits(z, p.vocab(), 1);
+        py::array_t<int32_t> out(p.vocab());
+        {
+          py::gil_scoped_release nogil;
+          p.predict(z.data(), out.mutable_data());
+        }
+        return out;
+      })
       .def("predict", [](Predictor& p, carray<int64_t> z) {
         check_logits(z, p.vocab(), 1);
         py::array_t<int32_t> out(p.vocab());
@@ -426,47 +497,8 @@ PYBIND11_MODULE(_native, m) {
       });
 
   // Fused loops: model logits -> predictor -> coder, one call per run of rows.
-  m.def("encode_logits", [](Predictor& p, PyEncoder& e, carray<int64_t> z, carray<int64_t> targets) {
-    const int V = p.vocab();
-    check_logits(z, V, 2);
-    const int64_t n = z.shape(0);
-    if (targets.size() != n) throw std::invalid_argument("one target per logits row");
-    for (int64_t i = 0; i < n; ++i)
-      if (targets.data()[i] < 0 || targets.data()[i] >= V) throw std::invalid_argument("target out of range");
-    if (e.finished) throw std::invalid_argument("encoder already finished");
-    py::gil_scoped_release nogil;
-    std::vector<int32_t> f(static_cast<size_t>(V));
-    for (int64_t i = 0; i < n; ++i) {
-      p.predict(z.data() + i * V, f.data());
-      e.code(f.data(), V, int32_t(targets.data()[i]));
-      p.update(int32_t(targets.data()[i]));
-    }
-  });
-  m.def("decode_logits", [](Predictor* p, PyDecoder& d, carray<int64_t> rows, std::vector<int64_t> guesses) {
-    // Decode from rows 0, 1, ... while the guesses hold (row k was computed with guesses[:k] as
-    // input); returns the symbols decoded (the last is -1 on invalid data).
-    if (rows.ndim() != 2) throw std::invalid_argument("rows must be [n, V]");
-    int64_t n = rows.shape(0);
-    const int V = int(rows.shape(1));
-    if (rows.ndim() != 2 || (p && V != p->vocab())) throw std::invalid_argument("rows have the wrong shape");
-    if (int64_t(guesses.size()) + 1 < n) n = int64_t(guesses.size()) + 1;
-    std::vector<int64_t> out;
-    {
-      py::gil_scoped_release nogil;
-      std::vector<int32_t> f(static_cast<size_t>(V));
-      for (int64_t i = 0; i < n; ++i) {
-        if (p) {
-          p->predict(rows.data() + i * V, f.data());
-        } else {
-          for (int v = 0; v < V; ++v) f[size_t(v)] = int32_t(rows.data()[i * V + v]);
-        }
-        const int32_t s = d.code(f.data(), V);
-        out.push_back(s);
-        if (s < 0) break;
-        if (p) p->update(s);
-        if (i + 1 >= n || s != guesses[size_t(i)]) break;
-      }
-    }
-    return out;
-  }, py::arg("predictor"), py::arg("decoder"), py::arg("rows"), py::arg("guesses"));
+  // int64 logits, or int32 from Model.head_logits32 (each overload takes its dtype as it is)
+  def_logit_loops<int32_t>(m);
+  def_logit_loops<int64_t>(m);
+
 }

@@ -144,24 +144,36 @@ void Predictor::relative_logits(const int64_t* z, int32_t* out) {
 
 // Version 3: the same biased logits, et = exp3(max - zb) computed in place of the buffer that
 // held them (one buffer less in the cache), the first maximum found on the way.
-void Predictor::biased3(const int64_t* z) {
+bool Predictor::biased3(const int64_t* z, const int32_t* z32) {
   const DenseKernels& K = dense();
   const BigramRow* row = add_bigram_row();
+  struct Undo {  // the bigram row leaves the unigram bias on every way out
+    Predictor* p;
+    const BigramRow* row;
+    ~Undo() { p->remove_bigram_row(row); }
+  } undo{this, row};
   bool done = false;
   if (beta_ == BETA_ONE) {
     int64_t wmax, wmin;
-    K.bias_logits(z, unigram_.data(), V_, et_.data(), &wmax, &wmin);
+    if (z32) {
+      int64_t zfar;
+      K.bias_logits32(z32, unigram_.data(), V_, et_.data(), &wmax, &wmin, &zfar);
+      if (zfar > int64_t(LOGIT32_LIMIT)) return false;  // w may have wrapped: the caller widens z
+    } else {
+      K.bias_logits(z, unigram_.data(), V_, et_.data(), &wmax, &wmin);
+    }
     if (uint64_t(wmax) - uint64_t(wmin) < (uint64_t(1) << 32)) {
       sum_t_ = K.exp3_rel(et_.data(), int32_t(uint32_t(uint64_t(wmax))), V_, &arg_t_);
       done = true;
     }
   }
   if (!done) {
+    if (!z) return false;  // int32 logits span less than 2**32 when they are in bounds: not reached
     relative_logits(z, et_.data());  // as in biased()
     sum_t_ = K.exp3_rel(et_.data(), 0, V_, &arg_t_);
   }
-  remove_bigram_row(row);
   if (arg_t_ >= V_) throw std::logic_error("exp3 pass found no maximum");  // the maximum is always there
+  return true;
 }
 
 // Version 3's one pass over et: the output row, and for update() the unigram step (its dense
@@ -187,12 +199,23 @@ void Predictor::unstep() {
   stepped_ = false;
 }
 
-void Predictor::predict(const int64_t* z, int32_t* out) {
+void Predictor::predict(const int64_t* z, int32_t* out) { predict_impl(z, nullptr, out); }
+
+void Predictor::predict(const int32_t* z, int32_t* out) {
+  if (p_.v3 && !p_.temp_lr && beta_ == BETA_ONE) return predict_impl(nullptr, z, out);
+  z_wide_.assign(z, z + V_);  // the paths that need int64 logits
+  predict_impl(z_wide_.data(), nullptr, out);
+}
+
+void Predictor::predict_impl(const int64_t* z, const int32_t* z32, int32_t* out) {
   const DenseKernels& K = dense();
   const bool v3 = p_.v3;
   if (v3 && stepped_) unstep();
   if (v3) {
-    biased3(z);
+    if (!biased3(z, z32)) {  // int32 logits out of bounds: nothing learned yet, widen them
+      z_wide_.assign(z32, z32 + V_);
+      return predict_impl(z_wide_.data(), nullptr, out);
+    }
   } else {
     biased(z);
   }

@@ -45,6 +45,8 @@ class Predictor {
 
   // Frequencies (>= 1, sum 2**24) of the next token from the model's integer logits z [V].
   void predict(const int64_t* z, int32_t* out);
+  // The same from int32 logits |z| <= LOGIT32_LIMIT (kernels.h), read at half the bytes.
+  void predict(const int32_t* z, int32_t* out);
   // Learn the token just coded (the one predict was asked about).
   void update(int32_t y);
 
@@ -76,7 +78,8 @@ class Predictor {
 
  private:
   void biased(const int64_t* z);  // et_ = exp[min(max - zb, last)] of the biased logits
-  void biased3(const int64_t* z);  // version 3: et_ = exp3(max - zb)
+  void predict_impl(const int64_t* z, const int32_t* z32, int32_t* out);  // one of z, z32
+  bool biased3(const int64_t* z, const int32_t* z32);  // version 3: et_ = exp3(max - zb); false: z32 out of bounds
   void relative_logits(const int64_t* z, int32_t* out);  // the int64 path of both
   int64_t out3(bool mix, int sh, int64_t dense, int sh2, int64_t r2, int32_t* out);
   void unstep();  // version 3: undo predict's unigram step (predicted again without an update)
@@ -115,7 +118,7 @@ class Predictor {
   // zb_: scratch of biased(): the low 32 bits of w = (u >> 14) + z (or, on the int64 path, the
   // biased logits relative to their maximum); zb64_ that path's int64 logits.
   std::vector<int32_t> exp32_, zb_, et_, sel_;
-  std::vector<int64_t> zb64_, adds_, z_copy_;
+  std::vector<int64_t> zb64_, adds_, z_copy_, z_wide_;
   std::vector<int32_t> touched_;
   int64_t sum_t_ = 0, r_ = 0, rest_ = 0;
   int ns_ = 0;           // version 3: tokens in sel_ (collected by predict's output pass)

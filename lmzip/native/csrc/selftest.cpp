@@ -33,6 +33,10 @@ bool same_matmul(const Kernels& k, Rng& r) {
         for (auto& w : rows) w = int8_t(r.range(-128, 127));
         std::vector<float> sc(static_cast<size_t>(N));
         for (auto& s : sc) s = float(r.range(1, 1000)) / 997.0f;
+        if (K > 2048) {  // a weight row that meets the extreme activation row: beyond LOGIT32_LIMIT
+          std::fill(rows.begin(), rows.begin() + K, int8_t(127));
+          sc[0] = 1.0f;
+        }
         Linear L;
         L.set(rows.data(), sc.data(), N, K);
         std::vector<int16_t> x(size_t(M) * K);
@@ -40,6 +44,7 @@ bool same_matmul(const Kernels& k, Rng& r) {
         if (M > 1) std::fill(x.begin(), x.begin() + K, int16_t(32639));  // the extreme row
         std::vector<double> kf(static_cast<size_t>(M));
         for (auto& f : kf) f = double(r.range(1, 1 << 20)) / 1048573.0;
+        kf[0] = 1.0;
         std::vector<double> y0(size_t(M) * N), y1(y0.size());
         std::vector<int64_t> i0(y0.size()), i1(y0.size());
         MatmulArgs a{x.data(), size_t(K), M, L.q(), L.Kp, L.scale.data(), kf.data(), 0, N, y0.data(), i0.data(), size_t(N)};
@@ -48,6 +53,18 @@ bool same_matmul(const Kernels& k, Rng& r) {
         a.yi = i1.data();
         k.matmul(a);
         if (std::memcmp(y0.data(), y1.data(), y0.size() * sizeof(double)) || i0 != i1) return false;
+        // int32 logits: the same integers where |y| <= LOGIT32_LIMIT, else 0 and the flag set
+        std::vector<int32_t> j1(y0.size(), 7);
+        int clipped = 0;
+        bool any_big = false;
+        MatmulArgs b{x.data(), size_t(K), M, L.q(), L.Kp, L.scale.data(), kf.data(), 0, N, nullptr, nullptr, size_t(N), j1.data(), &clipped};
+        k.matmul(b);
+        for (size_t e = 0; e < y0.size(); ++e) {
+          const bool big = !(y0[e] >= -LOGIT32_LIMIT && y0[e] <= LOGIT32_LIMIT);
+          any_big |= big;
+          if (j1[e] != (big ? 0 : i0[e])) return false;
+        }
+        if (clipped != int(any_big)) return false;
       }
     }
   }
