@@ -228,6 +228,35 @@ def test_predictor_on_teacher_sized_rows(version):
 
 
 @pytest.mark.parametrize("level", LEVELS)
+def test_fused_coding_of_teacher_sized_rows_equals_the_reference(level):
+    """The fused loops hand the coder the block maxima of the predictor's output pass (corrected
+    where the n-gram and match entries changed the row): the same bytes as the reference's
+    predictor and coder, both ways, at the teacher's width (where the coder searches by blocks)."""
+    _native.set_dense_level(level)
+    V = 49152
+    rng = np.random.default_rng(5)
+    classes = np.arange(V, dtype=np.int64) % adapt.N_CLASSES
+    z = (rng.standard_normal((120, V)) * 6000).astype(np.int64)
+    ids = np.concatenate([rng.integers(0, 8, 60), rng.integers(0, V, 20), rng.integers(0, 8, 40)])  # repeats, escapes
+    ref = AdaptivePredictor(AdaptParams(), EXP, V, classes)
+    enc = TokenEncoder()
+    for i, y in enumerate(ids.tolist()):
+        enc.encode(y, ref.predict(z[i]))
+        ref.update(y)
+    want = enc.finish()
+    nat, nenc = NativePredictor(AdaptParams(), EXP, V, classes), NativeTokenEncoder()
+    nat.encode_logits(nenc, z.astype(np.int32), ids)
+    assert nenc.finish() == want
+    dec = NativeTokenDecoder(want)
+    nat = NativePredictor(AdaptParams(), EXP, V, classes)
+    got = []
+    for i in range(len(ids)):  # no guesses: one row per call, as a stream decodes
+        got += dec.decode_run(nat, z[i : i + 1].astype(np.int32), [])
+    assert got == ids.tolist()
+    dec.check_end()
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_exp3_pass_equals_the_reference_formula(level):
     """Every argument exp3 can see (0..32767 and far beyond, wrapped in uint32 as the pass forms
     them), rows of every length: values, sum and the first index of the maximum."""

@@ -116,13 +116,17 @@ inline bool better(const Cand& a, const Cand& b) { return a.f > b.f || (a.f == b
 // k-th largest entry (k blocks reach T, each with an entry of its own), so the k best are among
 // the entries > T, which lie in the fewer than k blocks whose maximum exceeds T, and the entries
 // == T, of which the k first by id are enough. Only blocks with a maximum >= T are read.
-void top_k_by_blocks(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs) {
+void top_k_by_blocks(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs, const int32_t* given) {
   thread_local std::vector<int32_t> bm, heap, hits;
   thread_local std::vector<Cand> cand;
   const DenseKernels& K = dense();
   const int nb = (V + TOPK_BLOCK - 1) / TOPK_BLOCK;
-  bm.resize(size_t(nb));
-  K.block_max32(row, V, bm.data());
+  if (given) {  // the predictor's output pass made them
+    bm.assign(given, given + nb);
+  } else {
+    bm.resize(size_t(nb));
+    K.block_max32(row, V, bm.data());
+  }
   // T: the k-th largest block maximum, through a min-heap of the k largest (most are rejected)
   heap.assign(bm.begin(), bm.begin() + k);
   std::make_heap(heap.begin(), heap.end(), std::greater<int32_t>());
@@ -158,8 +162,8 @@ void top_k_by_blocks(const int32_t* row, int V, int k, int32_t* ids, int64_t* fr
 
 }  // namespace
 
-void select_top_k(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs) {
-  if (k >= 1 && (V + TOPK_BLOCK - 1) / TOPK_BLOCK > 2 * k) return top_k_by_blocks(row, V, k, ids, freqs);
+void select_top_k(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs, const int32_t* bm) {
+  if (k >= 1 && (V + TOPK_BLOCK - 1) / TOPK_BLOCK > 2 * k) return top_k_by_blocks(row, V, k, ids, freqs, bm);
   if (k <= 256) return dense().top_k(row, V, k, ids, freqs);
   // A min-heap of the k best (freq, -id) so far; ids are scanned in ascending order, so a later
   // entry must have a strictly larger frequency to displace the heap's minimum.
@@ -192,7 +196,7 @@ TokenCoder::TokenCoder(int tb, int k) : total_bits(tb), top_k(k) {
   if (k < 0) throw std::invalid_argument("top_k must be >= 0");
 }
 
-int TokenCoder::steps(const int32_t* row, int V, int32_t s, uint32_t* cum, uint32_t* freq) {
+int TokenCoder::steps(const int32_t* row, int V, int32_t s, uint32_t* cum, uint32_t* freq, const int32_t* bm) {
   const int sh = PRECISION - total_bits;
   const int k = top_k;
   if (V == 1) return 0;
@@ -205,7 +209,7 @@ int TokenCoder::steps(const int32_t* row, int V, int32_t s, uint32_t* cum, uint3
   }
   ids_.resize(size_t(k));
   fr_.resize(size_t(k));
-  select_top_k(row, V, k, ids_.data(), fr_.data());
+  select_top_k(row, V, k, ids_.data(), fr_.data(), bm);
   int64_t c = 0, top_sum = 0;
   for (int i = 0; i < k; ++i) top_sum += fr_[size_t(i)];
   for (int r = 0; r < k; ++r) {
@@ -235,7 +239,7 @@ int TokenCoder::steps(const int32_t* row, int V, int32_t s, uint32_t* cum, uint3
   return 2;
 }
 
-int32_t TokenCoder::decode(const int32_t* row, int V, RangeDecoder& dec, RangeEncoder& shadow) {
+int32_t TokenCoder::decode(const int32_t* row, int V, RangeDecoder& dec, RangeEncoder& shadow, const int32_t* bm) {
   const int sh = PRECISION - total_bits;
   const int k = top_k;
   if (V == 1) return 0;
@@ -256,7 +260,7 @@ int32_t TokenCoder::decode(const int32_t* row, int V, RangeDecoder& dec, RangeEn
   }
   ids_.resize(size_t(k));
   fr_.resize(size_t(k));
-  select_top_k(row, V, k, ids_.data(), fr_.data());
+  select_top_k(row, V, k, ids_.data(), fr_.data(), bm);
   if (!dec.quantile(q)) return -1;
   int64_t c = 0;
   for (int r = 0; r < k; ++r) {

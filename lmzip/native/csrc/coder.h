@@ -50,17 +50,18 @@ class RangeDecoder {
   uint64_t lower_ = 0, range_ = ~uint64_t(0), point_ = 0;
 };
 
-// Stage-1 candidates of a row: ids and frequencies ordered by (frequency desc, id asc).
-void select_top_k(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs);
+// Stage-1 candidates of a row: ids and frequencies ordered by (frequency desc, id asc). bm, if
+// given: the maxima of the row's blocks of TOPK_BLOCK entries (Predictor::block_maxima).
+void select_top_k(const int32_t* row, int V, int k, int32_t* ids, int64_t* freqs, const int32_t* bm = nullptr);
 
 class TokenCoder {
  public:
   TokenCoder(int total_bits, int top_k);
   int total_bits, top_k;
   // (cum, freq) steps that code symbol under row (0, 1 or 2 of them).
-  int steps(const int32_t* row, int V, int32_t symbol, uint32_t* cum, uint32_t* freq);
+  int steps(const int32_t* row, int V, int32_t symbol, uint32_t* cum, uint32_t* freq, const int32_t* bm = nullptr);
   // Decode a symbol under row from dec (shadow-encoding each step into shadow); -1 on invalid data.
-  int32_t decode(const int32_t* row, int V, RangeDecoder& dec, RangeEncoder& shadow);
+  int32_t decode(const int32_t* row, int V, RangeDecoder& dec, RangeEncoder& shadow, const int32_t* bm = nullptr);
   int64_t escapes = 0;
 
  private:

@@ -340,6 +340,7 @@ int64_t d_exp3_rel(int32_t* q, int32_t top, int n, int* arg) {
 //   out = x + 1; returns sum(x)
 //   u -= (f * lr) >> 16 with f = 1 + floor(et * r / 2**32)              (u: the unigram step)
 //   sel: the indices with f >= thr, ascending; *nsel their count      (sel)
+//   bm: the maxima of out's blocks of TOPK_BLOCK entries              (bm)
 template <bool MIX, bool UNI, bool SEL>
 int64_t d_out3_t(const Out3Args& a, int* nsel) {
   const uint64_t rr = uint64_t(a.r), ll = uint64_t(a.lr), dd = uint64_t(a.dense), r2 = uint64_t(a.r2);
@@ -360,6 +361,7 @@ int64_t d_out3_t(const Out3Args& a, int* nsel) {
     if (SEL && int64_t(ft) >= a.thr) a.sel[c++] = i;
   }
   *nsel = c;
+  if (a.bm) d_block_max32(a.out, a.n, a.bm);
   return s;
 }
 

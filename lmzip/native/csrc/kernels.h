@@ -118,6 +118,7 @@ struct Out3Args {
   int32_t* sel;             // non-null: indices with f >= thr
   int64_t thr;
   int32_t* out;
+  int32_t* bm;              // non-null: the maxima of out's blocks of TOPK_BLOCK (the coder's search)
 };
 
 // Loops over vocabulary-sized rows (dense_impl.h), one set per SIMD level.

@@ -380,6 +380,7 @@ int64_t x_out3_t(const Out3Args& a, int* nsel) {
     return _mm256_add_epi64(low, _mm256_and_si256(_mm256_cmpgt_epi64(g, lo32), r2v));
   };
   __m256i fa = _mm256_setzero_si256();
+  __m256i bmax = _mm256_set1_epi32(INT32_MIN);
   int c = 0, i = 0;
   for (; i + 8 <= a.n; i += 8) {
     const __m256i et = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.et + i));
@@ -396,7 +397,18 @@ int64_t x_out3_t(const Out3Args& a, int* nsel) {
       fa = _mm256_add_epi64(fa, _mm256_add_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(x)),
                                                  _mm256_cvtepu32_epi64(_mm256_extracti128_si256(x, 1))));
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + i), _mm256_add_epi32(x, one));
+    const __m256i o = _mm256_add_epi32(x, one);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.out + i), o);
+    if (a.bm) {  // a block of TOPK_BLOCK = 8 steps
+      bmax = _mm256_max_epi32(bmax, o);
+      if ((i + 8) % TOPK_BLOCK == 0) {
+        __m128i m = _mm_max_epi32(_mm256_castsi256_si128(bmax), _mm256_extracti128_si256(bmax, 1));
+        m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4E));
+        m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+        a.bm[i / TOPK_BLOCK] = _mm_cvtsi128_si32(m);
+        bmax = _mm256_set1_epi32(INT32_MIN);
+      }
+    }
     if (UNI) {
       __m256i* up = reinterpret_cast<__m256i*>(a.u + i);
       _mm256_storeu_si256(up, _mm256_sub_epi32(_mm256_loadu_si256(up), mulshr16(ft, lv)));
@@ -415,10 +427,13 @@ int64_t x_out3_t(const Out3Args& a, int* nsel) {
   t.et += i, t.out += i, t.n -= i;
   if (UNI) t.u += i;
   if (SEL) t.sel += c;
+  t.bm = nullptr;  // the tail may start inside a block: its blocks below, from out
   int tc;
   const int64_t tail = d_out3_t<MIX, UNI, SEL>(t, &tc);
   for (int j = c; j < c + tc; ++j) a.sel[j] += i;
   *nsel = c + tc;
+  const int b0 = i / TOPK_BLOCK;  // the blocks the loop did not finish
+  if (a.bm && b0 * TOPK_BLOCK < a.n) d_block_max32(a.out + b0 * TOPK_BLOCK, a.n - b0 * TOPK_BLOCK, a.bm + b0);
   return l[0] + l[1] + l[2] + l[3] + tail;
 }
 

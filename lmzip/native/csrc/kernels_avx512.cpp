@@ -447,7 +447,7 @@ int64_t z_out3_t(const Out3Args& a, int* nsel) {
     const __m512i low = _mm512_srli_epi64(_mm512_mul_epu32(g, r2v), 32);
     return _mm512_mask_add_epi64(low, _mm512_cmpgt_epu64_mask(g, lo32), low, r2v);
   };
-  __m512i fa = _mm512_setzero_si512();
+  __m512i fa = _mm512_setzero_si512(), bmax = _mm512_set1_epi32(INT32_MIN);
   int c = 0, i = 0;
   for (; i + 16 <= a.n; i += 16) {
     const __m512i et = _mm512_loadu_si512(reinterpret_cast<const void*>(a.et + i));
@@ -462,7 +462,15 @@ int64_t z_out3_t(const Out3Args& a, int* nsel) {
       fa = _mm512_add_epi64(fa, _mm512_add_epi64(_mm512_cvtepu32_epi64(_mm512_castsi512_si256(x)),
                                                  _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(x, 1))));
     }
-    _mm512_storeu_si512(reinterpret_cast<void*>(a.out + i), _mm512_add_epi32(x, one));
+    const __m512i o = _mm512_add_epi32(x, one);
+    _mm512_storeu_si512(reinterpret_cast<void*>(a.out + i), o);
+    if (a.bm) {  // a block of TOPK_BLOCK = 4 steps
+      bmax = _mm512_max_epi32(bmax, o);
+      if ((i + 16) % TOPK_BLOCK == 0) {
+        a.bm[i / TOPK_BLOCK] = _mm512_reduce_max_epi32(bmax);
+        bmax = _mm512_set1_epi32(INT32_MIN);
+      }
+    }
     if (UNI) {
       void* up = a.u + i;
       _mm512_storeu_si512(up, _mm512_sub_epi32(_mm512_loadu_si512(up), mulshr16(ft, lv)));
@@ -479,10 +487,13 @@ int64_t z_out3_t(const Out3Args& a, int* nsel) {
   t.et += i, t.out += i, t.n -= i;
   if (UNI) t.u += i;
   if (SEL) t.sel += c;
+  t.bm = nullptr;  // the tail may start inside a block: its blocks below, from out
   int tc;
   const int64_t tail = d_out3_t<MIX, UNI, SEL>(t, &tc);
   for (int j = c; j < c + tc; ++j) a.sel[j] += i;
   *nsel = c + tc;
+  const int b0 = i / TOPK_BLOCK;  // the blocks the loop did not finish
+  if (a.bm && b0 * TOPK_BLOCK < a.n) d_block_max32(a.out + b0 * TOPK_BLOCK, a.n - b0 * TOPK_BLOCK, a.bm + b0);
   return _mm512_reduce_add_epi64(fa) + tail;
 }
 

@@ -105,9 +105,9 @@ struct PyEncoder {
   int64_t symbols = 0;
   bool finished = false;
   PyEncoder(int tb, int k) : coder(tb, k) {}
-  void code(const int32_t* row, int V, int32_t s) {
+  void code(const int32_t* row, int V, int32_t s, const int32_t* bm = nullptr) {
     uint32_t cum[2], freq[2];
-    const int n = coder.steps(row, V, s, cum, freq);
+    const int n = coder.steps(row, V, s, cum, freq, bm);
     for (int i = 0; i < n; ++i) enc.encode(cum[i], freq[i]);
     ++symbols;
   }
@@ -119,9 +119,9 @@ struct PyDecoder {
   RangeEncoder shadow;
   int64_t symbols = 0;
   PyDecoder(std::vector<uint32_t> words, int tb, int k) : coder(tb, k), dec(std::move(words)) {}
-  int32_t code(const int32_t* row, int V) {
+  int32_t code(const int32_t* row, int V, const int32_t* bm = nullptr) {
     ++symbols;
-    const int32_t s = coder.decode(row, V, dec, shadow);
+    const int32_t s = coder.decode(row, V, dec, shadow, bm);
     // More words read past the end than any valid stream needs: the stream claims more than its
     // payload holds (FORMAT.md 7.3), so decoding stops after work proportional to the payload.
     if (s >= 0 && dec.overread() > MAX_OVERREAD) return -2;
@@ -163,7 +163,7 @@ void def_logit_loops(py::module_& m) {
     std::vector<int32_t> f(static_cast<size_t>(V));
     for (int64_t i = 0; i < n; ++i) {
       p.predict(z.data() + i * V, f.data());
-      e.code(f.data(), V, int32_t(targets.data()[i]));
+      e.code(f.data(), V, int32_t(targets.data()[i]), p.block_maxima());
       p.update(int32_t(targets.data()[i]));
     }
   });
@@ -185,7 +185,7 @@ void def_logit_loops(py::module_& m) {
         } else {
           for (int v = 0; v < V; ++v) f[size_t(v)] = int32_t(rows.data()[i * V + v]);
         }
-        const int32_t s = d.code(f.data(), V);
+        const int32_t s = d.code(f.data(), V, p ? p->block_maxima() : nullptr);
         out.push_back(s);
         if (s < 0) break;
         if (p) p->update(s);

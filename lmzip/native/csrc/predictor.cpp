@@ -188,9 +188,17 @@ int64_t Predictor::out3(bool mix, int sh, int64_t dense, int sh2, int64_t r2, in
   a.out = out;
   if (p_.bias_lr) a.u = unigram_.data(), a.lr = p_.bias_lr;
   if (p_.bigram_lr && !history_.empty()) a.sel = sel_.data(), a.thr = ONE >> BIGRAM_FLOOR_BITS;
+  bm_.resize(size_t((V_ + TOPK_BLOCK - 1) / TOPK_BLOCK));
+  a.bm = bm_.data();
   const int64_t s = lmz::dense().out3(a, &ns_);
+  bm_ready_ = true;
   stepped_ = p_.bias_lr != 0;
   return s;
+}
+
+void Predictor::refresh_block(const int32_t* out, int v) {
+  const int i0 = v / TOPK_BLOCK * TOPK_BLOCK, i1 = std::min(V_, i0 + TOPK_BLOCK);
+  bm_[size_t(v / TOPK_BLOCK)] = *std::max_element(out + i0, out + i1);
 }
 
 void Predictor::unstep() {
@@ -210,6 +218,7 @@ void Predictor::predict(const int32_t* z, int32_t* out) {
 void Predictor::predict_impl(const int64_t* z, const int32_t* z32, int32_t* out) {
   const DenseKernels& K = dense();
   const bool v3 = p_.v3;
+  bm_ready_ = false;
   if (v3 && stepped_) unstep();
   if (v3) {
     if (!biased3(z, z32)) {  // int32 logits out of bounds: nothing learned yet, widen them
@@ -297,6 +306,7 @@ void Predictor::predict_impl(const int64_t* z, const int32_t* z32, int32_t* out)
   if (na == 1) {
     if (v3) {
       out[arg_t_] += int32_t(spare - out3(false, 0, 0, 0, 0, out));
+      refresh_block(out, arg_t_);
       return;
     }
     K.teacher_out(et_.data(), V_, r_, out);
@@ -375,6 +385,10 @@ void Predictor::predict_impl(const int64_t* z, const int32_t* z32, int32_t* out)
       if (out[v] > out[best] || (out[v] == out[best] && v < best)) best = v;
   }
   out[best] += int32_t(spare - fs2);
+  if (bm_ready_) {  // the entries changed since the output pass
+    for (int32_t v : touched_) refresh_block(out, v);
+    refresh_block(out, best);
+  }
 }
 
 void Predictor::update(int32_t y) {

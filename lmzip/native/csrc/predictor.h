@@ -50,6 +50,10 @@ class Predictor {
   // Learn the token just coded (the one predict was asked about).
   void update(int32_t y);
 
+  // Version 3: the maxima of the last predicted row's blocks of TOPK_BLOCK entries (made by its
+  // output pass, for the coder's candidate search), else nullptr.
+  const int32_t* block_maxima() const { return bm_ready_ ? bm_.data() : nullptr; }
+
   int vocab() const { return V_; }
   const PredictorParams& params() const { return p_; }
 
@@ -120,6 +124,9 @@ class Predictor {
   std::vector<int32_t> exp32_, zb_, et_, sel_;
   std::vector<int64_t> zb64_, adds_, z_copy_, z_wide_;
   std::vector<int32_t> touched_;
+  std::vector<int32_t> bm_;  // block maxima of the output row (version 3)
+  bool bm_ready_ = false;
+  void refresh_block(const int32_t* out, int v);  // bm_ of v's block, after out[v] changed
   int64_t sum_t_ = 0, r_ = 0, rest_ = 0;
   int ns_ = 0;           // version 3: tokens in sel_ (collected by predict's output pass)
   bool stepped_ = false;  // version 3: predict took the unigram step, update has not run yet
