@@ -9,7 +9,9 @@ Reports (all on this machine, teacher SmolLM2-135M):
   * the machine's memory read bandwidth (the ceiling of a batch-1 decoding step, which reads
     every weight and the whole KV cache once) and the fraction of it each step reaches;
   * the model ready to code: a fresh process importing lmzip and loading the teacher;
-  * decoding steps at the given batches and contexts (one new token per stream), ms and tokens/s;
+  * the int8 x int16 dot product's peak on this machine's cores (products per second);
+  * decoding steps at the given batches and contexts (one new token per stream), ms and tokens/s,
+    and on the native runtime the layers' matmuls (ms, products per second) and attention (ms);
   * the full-sequence forward as the encoder runs it (a 4096-token window in parts of 1024);
   * the adaptive predictor plus the coder, per token, on the teacher's real logits;
   * with --files: whole files through the CLI (compress, then decompress), seconds, bytes/s and
@@ -95,6 +97,8 @@ def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps
                 cache.copy_stream(b, one, 0)
             m.head_logits(m.hidden(cache, np.repeat(toks[None, ctx : ctx + 1], B, 0)))  # warm-up
             cache.lengths[:] = ctx
+            phases = getattr(getattr(m, "_m", None), "phase_seconds", None)  # the native runtime's split
+            ph0 = dict(phases()) if phases else {}
             t0 = time.perf_counter()
             for s in range(steps):
                 h = m.hidden(cache, np.repeat(toks[None, ctx + s : ctx + s + 1], B, 0))
@@ -106,6 +110,11 @@ def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps
                        tokens_per_s=round(B / dt, 1))
             if B == 1 and bandwidth:
                 row["bandwidth_fraction"] = round((weights + kv_bytes) / dt / bandwidth, 2)
+            if ph0:  # the layers' matmuls: products per second, against the machine's int8 peak
+                mm = sum(v - ph0[k] for k, v in phases().items() if k in ("qkv", "wo", "w13", "w2")) / steps
+                row["matmul_ms"] = round(mm * 1e3, 2)
+                row["matmul_gmac_s"] = round(B * (weights - c.vocab_size * c.dim) / mm / 1e9, 1)
+                row["attention_ms"] = round((phases()["attention"] - ph0["attention"]) / steps * 1e3, 2)
             report(**row)
             out[(B, ctx)] = dt
     return out
@@ -221,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--simd: {lv!r} is not one of {', '.join(native.SIMD_NAMES)}")
     runtimes = [f"native/{lv}" for lv in levels] + (["reference"] if a.reference else [])
     bw = native._native.read_bandwidth(512, native.default_threads(), 5) if native.available() else 0.0
+    peak = native._native.dot_peak(native.default_threads()) if native.available() else 0.0
     report(what="machine", cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
-           runtime=native.describe(), read_bandwidth_gb_s=round(bw / 1e9, 1))
+           runtime=native.describe(), read_bandwidth_gb_s=round(bw / 1e9, 1), int8_peak_gmac_s=round(peak / 1e9, 1))
     results: dict = {}
     for rt in runtimes:
         lm = load_run(rt)

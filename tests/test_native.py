@@ -127,6 +127,14 @@ def test_every_simd_level_of_this_cpu_passes_its_known_answer_checks():
     assert nat.simd == native.best_simd()
 
 
+def test_dot_product_peak_is_measured_at_each_level():
+    """benchmarks/native_speed.py reports the int8 peak beside the matmuls' rate: a figure for every
+    SIMD level this CPU runs, none for the portable path."""
+    assert _native.dot_peak(1, 1000, 0) == 0.0
+    for level in LEVELS[1:]:
+        assert _native.dot_peak(2, 20000, level) > 1e8
+
+
 def test_logits_and_tables_equal_the_reference():
     ref, nat = pair(0)
     toks = tokens(ref.vocab_size, 3, (2, 40))

@@ -178,6 +178,10 @@ int64_t weights_avx2(const WeightArgs&);
 void matmul_avx512vnni(const MatmulArgs&);
 void scores_avx512(const ScoreArgs&);
 void mix_avx512(const MixArgs&);
+// The int8 x int16 dot product's peak on this core: the matmul's own instructions on 12
+// independent accumulators, no memory operands, `iters` rounds; returns the products computed.
+int64_t dot_peak_avx2(int64_t iters);
+int64_t dot_peak_avx512vnni(int64_t iters);
 #endif
 
 }  // namespace lmz

@@ -778,6 +778,23 @@ void mix(const MixArgs& a) {
 
 }  // namespace
 
+int64_t dot_peak_avx2(int64_t iters) {
+  __m256i a[12];
+  for (auto& v : a) v = _mm256_setzero_si256();
+  const __m256i x = _mm256_set1_epi16(3), y = _mm256_set1_epi16(5);
+  for (int64_t i = 0; i < iters; ++i) {
+    for (int k = 0; k < 12; ++k) {  // vpmaddwd + vpaddd, as the matmul (asm: kept in registers, not hoisted)
+      __m256i t;
+      asm volatile("vpmaddwd %[x], %[y], %[t]\n\tvpaddd %[t], %[a], %[a]" : [t] "=&x"(t), [a] "+x"(a[k]) : [x] "x"(x), [y] "x"(y));
+    }
+  }
+  __m256i s = a[0];
+  for (int k = 1; k < 12; ++k) s = _mm256_add_epi32(s, a[k]);
+  volatile int sink = _mm256_extract_epi32(s, 0);
+  (void)sink;
+  return iters * 12 * 16;
+}
+
 void matmul_avx2(const MatmulArgs& a) { matmul(a); }
 void scores_avx2(const ScoreArgs& a) { scores(a); }
 void mix_avx2(const MixArgs& a) { mix(a); }

@@ -506,6 +506,28 @@ int64_t z_out3(const Out3Args& a, int* nsel) { return out3_dispatch<ZOut3>(a, ns
 }  // namespace
 
 void matmul_avx512vnni(const MatmulArgs& a) { matmul(a); }
+
+int64_t dot_peak_avx512vnni(int64_t iters) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+          a10 = a0, a11 = a0;
+  const __m512i x = _mm512_set1_epi16(3), y = _mm512_set1_epi16(5);
+  for (int64_t i = 0; i < iters; ++i) {
+    asm volatile(
+        "vpdpwssd %[x], %[y], %[a0]\n\tvpdpwssd %[x], %[y], %[a1]\n\tvpdpwssd %[x], %[y], %[a2]\n\t"
+        "vpdpwssd %[x], %[y], %[a3]\n\tvpdpwssd %[x], %[y], %[a4]\n\tvpdpwssd %[x], %[y], %[a5]\n\t"
+        "vpdpwssd %[x], %[y], %[a6]\n\tvpdpwssd %[x], %[y], %[a7]\n\tvpdpwssd %[x], %[y], %[a8]\n\t"
+        "vpdpwssd %[x], %[y], %[a9]\n\tvpdpwssd %[x], %[y], %[a10]\n\tvpdpwssd %[x], %[y], %[a11]"
+        : [a0] "+v"(a0), [a1] "+v"(a1), [a2] "+v"(a2), [a3] "+v"(a3), [a4] "+v"(a4), [a5] "+v"(a5), [a6] "+v"(a6),
+          [a7] "+v"(a7), [a8] "+v"(a8), [a9] "+v"(a9), [a10] "+v"(a10), [a11] "+v"(a11)
+        : [x] "v"(x), [y] "v"(y));
+  }
+  const __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                     _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+  const __m512i t = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+  volatile int sink = _mm512_reduce_add_epi32(t);
+  (void)sink;
+  return iters * 12 * 32;
+}
 void scores_avx512(const ScoreArgs& a) { scores(a); }
 void mix_avx512(const MixArgs& a) { mix(a); }
 

@@ -228,6 +228,27 @@ PYBIND11_MODULE(_native, m) {
     }
     return double(n) / best;
   }, py::arg("megabytes") = 512, py::arg("threads") = 2, py::arg("reps") = 5);
+  m.def("dot_peak", [](int threads, int64_t iters, int level) {
+    // Products per second of the int8 x int16 dot product on `threads` threads at the level (-1:
+    // the best that passes its checks; 0, the portable path: none): the ceiling of a matmul.
+    level = verified_simd(level < 0 ? best_simd() : level);
+    int64_t (*loop)(int64_t) = nullptr;
+#if defined(__x86_64__)
+    if (level >= SIMD_AVX512VNNI) loop = dot_peak_avx512vnni;
+    else if (level >= SIMD_AVX2) loop = dot_peak_avx2;
+#endif
+    if (!loop) return 0.0;
+    ThreadPool pool(threads);
+    std::vector<int64_t> macs(size_t(threads) * 8, 0);
+    double best = 1e30;
+    py::gil_scoped_release nogil;
+    for (int r = 0; r < 3; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      pool.run(threads, [&](int64_t t) { macs[size_t(t) * 8] = loop(iters); });
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return double(macs[0]) * threads / best;
+  }, py::arg("threads") = 2, py::arg("iters") = 20000000, py::arg("level") = -1);
   m.def("dense_level", &dense_level);
   m.def("exp3_rel", [](carray<int32_t> q, int32_t top) {
     // The predictor's exp3 pass at the current level, for tests: (et, sum, first index of top).
