@@ -20,10 +20,22 @@ namespace {
 constexpr int KBLOCK = 2048;
 constexpr int GROUP_BYTES = PACK_ROWS * K_ALIGN;
 
-inline int64_t hsum_epi32(__m512i a) {
-  const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(a));
-  const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(a, 1));
-  return _mm512_reduce_add_epi64(_mm512_add_epi64(lo, hi));
+// out[0..7] += the lane sums of eight accumulators, by a transposing tree: lanes are added in pairs
+// and fours in int32 (a lane holds at most KBLOCK / 32 vpdpwssd, each two products of |x| <= 32639
+// and |w| <= 128: four lanes < 2**31), the four partial sums of each accumulator in int64.
+inline void hsum8_add(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, __m512i a5, __m512i a6, __m512i a7,
+                      int64_t* out) {
+  auto pairs = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y)); };
+  auto fours = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y)); };
+  // each 128-bit lane of u holds the four-lane sums of four accumulators, in order
+  auto finish = [](__m512i u, int64_t* o) {
+    const __m512i v = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(u)),
+                                       _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(u, 1)));
+    const __m256i r = _mm256_add_epi64(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o)), r));
+  };
+  finish(fours(pairs(a0, a1), pairs(a2, a3)), out);
+  finish(fours(pairs(a4, a5), pairs(a6, a7)), out + 4);
 }
 
 inline __m512i load_w32(const int8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
@@ -86,16 +98,9 @@ __attribute__((noinline)) void group_block(const int16_t* x, size_t ldx, const i
     LMZ_COL(4, a4, b4, c4) LMZ_COL(5, a5, b5, c5) LMZ_COL(6, a6, b6, c6) LMZ_COL(7, a7, b7, c7)
 #undef LMZ_COL
   }
-  out[0] += hsum_epi32(a0), out[1] += hsum_epi32(a1), out[2] += hsum_epi32(a2), out[3] += hsum_epi32(a3);
-  out[4] += hsum_epi32(a4), out[5] += hsum_epi32(a5), out[6] += hsum_epi32(a6), out[7] += hsum_epi32(a7);
-  if constexpr (MR > 1) {
-    out[8] += hsum_epi32(b0), out[9] += hsum_epi32(b1), out[10] += hsum_epi32(b2), out[11] += hsum_epi32(b3);
-    out[12] += hsum_epi32(b4), out[13] += hsum_epi32(b5), out[14] += hsum_epi32(b6), out[15] += hsum_epi32(b7);
-  }
-  if constexpr (MR > 2) {
-    out[16] += hsum_epi32(c0), out[17] += hsum_epi32(c1), out[18] += hsum_epi32(c2), out[19] += hsum_epi32(c3);
-    out[20] += hsum_epi32(c4), out[21] += hsum_epi32(c5), out[22] += hsum_epi32(c6), out[23] += hsum_epi32(c7);
-  }
+  hsum8_add(a0, a1, a2, a3, a4, a5, a6, a7, out);
+  if constexpr (MR > 1) hsum8_add(b0, b1, b2, b3, b4, b5, b6, b7, out + 8);
+  if constexpr (MR > 2) hsum8_add(c0, c1, c2, c3, c4, c5, c6, c7, out + 16);
 }
 
 template <int MR>
@@ -122,10 +127,11 @@ void matmul(const MatmulArgs& a) {
     for (int gb = g0; gb < g1; gb += GB) {
       const int ge = g1 < gb + GB ? g1 : gb + GB;
       for (int g = gb; g < ge; ++g) {
+        // rows in threes, but four left as two pairs (a single row converts a weight per product)
         int m = m0;
-        for (; m + 3 <= m1; m += 3) group<3>(a, m, g);
-        if (m1 - m == 2) group<2>(a, m, g);
-        if (m1 - m == 1) group<1>(a, m, g);
+        for (; m + 3 <= m1 && m1 - m != 4; m += 3) group<3>(a, m, g);
+        for (; m + 2 <= m1; m += 2) group<2>(a, m, g);
+        if (m < m1) group<1>(a, m, g);
       }
     }
   }

@@ -33,8 +33,9 @@ bool same_matmul(const Kernels& k, Rng& r) {
         for (auto& w : rows) w = int8_t(r.range(-128, 127));
         std::vector<float> sc(static_cast<size_t>(N));
         for (auto& s : sc) s = float(r.range(1, 1000)) / 997.0f;
-        if (K > 2048) {  // a weight row that meets the extreme activation row: beyond LOGIT32_LIMIT
-          std::fill(rows.begin(), rows.begin() + K, int8_t(127));
+        if (K > 2048) {  // a weight row that meets the extreme activation row: the largest lane sums
+          // a K block can hold (the AVX-512 reduction adds four lanes in int32), beyond LOGIT32_LIMIT
+          std::fill(rows.begin(), rows.begin() + K, int8_t(-128));
           sc[0] = 1.0f;
         }
         Linear L;
