@@ -23,19 +23,19 @@ constexpr int GROUP_BYTES = PACK_ROWS * K_ALIGN;
 // out[0..7] += the lane sums of eight accumulators, by a transposing tree: lanes are added in pairs
 // and fours in int32 (a lane holds at most KBLOCK / 32 vpdpwssd, each two products of |x| <= 32639
 // and |w| <= 128: four lanes < 2**31), the four partial sums of each accumulator in int64.
+inline __m512i sum_pairs(__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y)); }
+inline __m512i sum_fours(__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y)); }
+// each 128-bit lane of u holds the four-lane sums of four accumulators, in order
+inline void add_sums4(__m512i u, int64_t* o) {
+  const __m512i v = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(u)),
+                                     _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(u, 1)));
+  const __m256i r = _mm256_add_epi64(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o)), r));
+}
 inline void hsum8_add(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i a4, __m512i a5, __m512i a6, __m512i a7,
                       int64_t* out) {
-  auto pairs = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y)); };
-  auto fours = [](__m512i x, __m512i y) { return _mm512_add_epi32(_mm512_unpacklo_epi64(x, y), _mm512_unpackhi_epi64(x, y)); };
-  // each 128-bit lane of u holds the four-lane sums of four accumulators, in order
-  auto finish = [](__m512i u, int64_t* o) {
-    const __m512i v = _mm512_add_epi64(_mm512_cvtepi32_epi64(_mm512_castsi512_si256(u)),
-                                       _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(u, 1)));
-    const __m256i r = _mm256_add_epi64(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), _mm256_add_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(o)), r));
-  };
-  finish(fours(pairs(a0, a1), pairs(a2, a3)), out);
-  finish(fours(pairs(a4, a5), pairs(a6, a7)), out + 4);
+  add_sums4(sum_fours(sum_pairs(a0, a1), sum_pairs(a2, a3)), out);
+  add_sums4(sum_fours(sum_pairs(a4, a5), sum_pairs(a6, a7)), out + 4);
 }
 
 inline __m512i load_w32(const int8_t* p) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
