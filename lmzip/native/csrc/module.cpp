@@ -149,6 +149,18 @@ void check_logits(const carray<T>& z, int V, int ndim) {
   if (z.ndim() != ndim || z.shape(ndim - 1) != V) throw std::invalid_argument("logits have the wrong shape");
 }
 
+// Predictor.predict of one logits row.
+template <class T>
+py::array_t<int32_t> predict_row(Predictor& p, carray<T> z) {
+  check_logits(z, p.vocab(), 1);
+  py::array_t<int32_t> out(p.vocab());
+  {
+    py::gil_scoped_release nogil;
+    p.predict(z.data(), out.mutable_data());
+  }
+  return out;
+}
+
 template <class T>
 void def_logit_loops(py::module_& m) {
   m.def("encode_logits", [](Predictor& p, PyEncoder& e, carray<T> z, carray<int64_t> targets) {
@@ -448,24 +460,8 @@ PYBIND11_MODULE(_native, m) {
   // -- the adaptive predictor ------------------------------------------------------------------------
   py::class_<Predictor>(m, "Predictor")
       .def(py::init(&new_predictor), py::arg("params"), py::arg("exp_table"), py::arg("vocab"), py::arg("classes"))
-      .def("predict", [](Predictor& p, carray<int32_t> z) {
-        check_logits(z, p.vocab(), 1);
-        py::array_t<int32_t> out(p.vocab());
-        {
-          py::gil_scoped_release nogil;
-          p.predict(z.data(), out.mutable_data());
-        }
-        return out;
-      })
-      .def("predict", [](Predictor& p, carray<int64_t> z) {
-        check_logits(z, p.vocab(), 1);
-        py::array_t<int32_t> out(p.vocab());
-        {
-          py::gil_scoped_release nogil;
-          p.predict(z.data(), out.mutable_data());
-        }
-        return out;
-      })
+      .def("predict", &predict_row<int32_t>)  // int32 logits (head_logits32) as they are, else int64
+      .def("predict", &predict_row<int64_t>)
       .def("update", [](Predictor& p, int y) {
         if (y < 0 || y >= p.vocab()) throw std::invalid_argument("token out of range");
         py::gil_scoped_release nogil;

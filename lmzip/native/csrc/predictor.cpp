@@ -210,7 +210,7 @@ void Predictor::unstep() {
 void Predictor::predict(const int64_t* z, int32_t* out) { predict_impl(z, nullptr, out); }
 
 void Predictor::predict(const int32_t* z, int32_t* out) {
-  if (p_.v3 && !p_.temp_lr && beta_ == BETA_ONE) return predict_impl(nullptr, z, out);
+  if (p_.v3 && !p_.temp_lr) return predict_impl(nullptr, z, out);  // beta stays 1 without temp_lr
   z_wide_.assign(z, z + V_);  // the paths that need int64 logits
   predict_impl(z_wide_.data(), nullptr, out);
 }
