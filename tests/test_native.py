@@ -45,12 +45,20 @@ SHAPES = [
 _PAIRS: dict = {}
 
 
+LOUD_SEED = 2  # pair(shape, LOUD_SEED): queries, keys and values 16 times larger
+
+
 def pair(shape: int, seed: int = 0):
-    """(reference, native) of the same random model."""
+    """(reference, native) of the same random model. Seed LOUD_SEED gives a model whose keys and
+    values often pass 2**15 (and reach the 2**20 clamp): the native cache's remainders beyond
+    int16 are at work in every test that draws it (a random model's rarely are)."""
     key = (shape, seed)
     if key not in _PAIRS:
         cfg, w = random_llama(seed, max_context=160, **SHAPES[shape])
         ec, t = exact_config(cfg, 160), exact_tensors(cfg, w)
+        if seed == LOUD_SEED:
+            for i in range(ec.n_layers):
+                t[f"layers.{i}.wqkv.scale"] = t[f"layers.{i}.wqkv.scale"] * 16
         _PAIRS[key] = ExactModel(ec, t), NativeModel(ec, t)
     return _PAIRS[key]
 
@@ -93,7 +101,7 @@ def test_rows_equal_the_reference_however_evaluated(shape, seed, batch, level, t
 def test_streams_at_different_positions_and_cache_surgery(shape, seed, data):
     """The decoder's batch: streams prefilled alone and copied in, stepped at their own positions,
     some dropped mid-way (keep), lengths reset to forget rejected guesses."""
-    ref, nat = pair(shape)
+    ref, nat = pair(shape, data.draw(st.sampled_from([0, LOUD_SEED])))
     batch = data.draw(st.integers(2, 6))
     prefixes = [data.draw(st.integers(0, 30)) for _ in range(batch)]
     toks = tokens(ref.vocab_size, seed, (batch, 50))
@@ -115,6 +123,25 @@ def test_streams_at_different_positions_and_cache_surgery(shape, seed, data):
         assert np.array_equal(got[b], alone[p + 1 : p + 3])
         if b in keep:
             assert np.array_equal(later[keep.index(b)], alone[p + 3 : p + 5])
+
+
+@pytest.mark.parametrize("shape", range(len(SHAPES)))
+def test_keys_and_values_beyond_int16_are_kept_whole(shape):
+    """The loud model's cache marks remainders beyond int16 (so the tests above exercise them),
+    and a stream copied over a stale one, with other remainders of its own, gives the rows of the
+    stream alone."""
+    ref, nat = pair(shape, LOUD_SEED)
+    toks = tokens(ref.vocab_size, 7, (2, 60))
+    cache = nat.new_cache(2, 64)
+    nat.hidden(cache, toks[:, :40])
+    keys, values = cache._raw.marked()
+    assert keys > 0 and values > 0
+    # Overwrite stream 0 with a copy of stream 1 (stale remainders of stream 0 remain marked),
+    # then step both: stream 0 must now follow stream 1's text.
+    cache.copy_stream(0, cache, 1)
+    got = nat.step(cache, toks[[1, 1], 40:45])
+    want = ref.frequencies(torch.from_numpy(toks[1:2, :45])).numpy()[0, 40:45]
+    assert np.array_equal(got[0], want) and np.array_equal(got[1], want)
 
 
 def test_every_simd_level_of_this_cpu_passes_its_known_answer_checks():

@@ -19,6 +19,10 @@ constexpr int K_ALIGN = 32;
 // blocks of KEY_BLOCK positions, dimension-major inside a block.
 constexpr int HD_ALIGN = 8;
 constexpr int KEY_BLOCK = 8;
+// Keys and values are integers of at most 21 bits, nearly all below 2**15: the kernels read
+// their narrow parts, clamp(x, -KV_NARROW, KV_NARROW) in int16 (half the bytes of int32), and
+// the cache adds the rare remainders x - clamp(x) afterwards (Cache, model.cpp).
+constexpr int KV_NARROW = 32767;
 // Query rows attended together (they share every key and value load; kernels work on tiles of
 // at most TILE_ROWS of them, re-reading each key or value block from L1 for the next tile).
 constexpr int MAX_GROUP = 12;
@@ -61,28 +65,42 @@ struct MatmulArgs {
 };
 
 // s[g * lds + j] = q[g] . key[j] for g < G, j in [j0, j1): q rows hdp doubles apart (exact
-// integers), keys in blocks (see KEY_BLOCK) of int32. j0 is a multiple of KEY_BLOCK; entries up to
-// the end of j1's block may be written (lds and the rows' room are multiples of KEY_BLOCK).
+// integers), keys in blocks (see KEY_BLOCK) of int16 (their narrow parts, see KV_NARROW). j0 is
+// a multiple of KEY_BLOCK; entries up to the end of j1's block may be written (lds and the rows'
+// room are multiples of KEY_BLOCK).
 struct ScoreArgs {
   const double* q;
   int G;
   int hdp;
-  const int32_t* kblk;  // key block b starts at kblk + b * hdp * KEY_BLOCK
+  const int16_t* kblk;  // key block b starts at kblk + b * hdp * KEY_BLOCK
   int j0, j1;
   double* s;
   size_t lds;
+  // The keys' remainders beyond int16 (null: none), added to the scores of whole blocks: key j's
+  // remainder in dimension d is kres[d * kres_stride + j] where bit d % 64 of
+  // kmask[(j / KEY_BLOCK) * kmw + d / 64] is set, and zero elsewhere.
+  const uint64_t* kmask;
+  int kmw;
+  const int32_t* kres;
+  size_t kres_stride;
 };
 
 // num[g * hdp + d] += sum over keys j in [j0, j1) of e[g * lde + j] * v[j * hdp + d] (exact:
-// integers, partial sums < 2**53). Blocks of keys whose weights are all zero are skipped.
+// integers, partial sums < 2**53), v the values' narrow parts in int16. Blocks of keys whose
+// weights are all zero are skipped.
 struct MixArgs {
   const double* e;
   size_t lde;
   int G;
   int hdp;
-  const int32_t* v;
+  const int16_t* v;
   int j0, j1;
   double* num;
+  // The values' remainders beyond int16 (null: none): value j's remainder in dimension d is
+  // vres[((d / 8) * vres_stride + j) * 8 + d % 8] where bit d / 8 of vmask[j] is set, else zero.
+  const uint64_t* vmask;
+  const int32_t* vres;
+  size_t vres_stride;
 };
 
 // Attention weights in place: s[j] = table[min(round_half_even((top - s[j]) * scale), last)] for

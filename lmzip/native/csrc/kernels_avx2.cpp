@@ -576,6 +576,11 @@ void matmul(const MatmulArgs& a) {
 // (integers below 2**53, so nothing rounds). Named accumulators, one function per tile shape
 // (see the matmul tiles): at most 12 of them, plus the converted keys and one broadcast query.
 
+// Eight int16 (a key block's entries of one dimension, or eight dimensions of a value row) as int32.
+inline __m256i load8_epi32(const int16_t* p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 template <int G, int NB>
 __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
   static_assert(G * 2 * NB <= 12, "tile too large for AVX2's 16 registers");
@@ -583,14 +588,14 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
   __m256d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
   __m256d c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
   const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
-  const int32_t* base = a.kblk + size_t(b) * bstride;
+  const int16_t* base = a.kblk + size_t(b) * bstride;
   for (int d = 0; d < a.hdp; ++d) {
-    const __m256i k8a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + d * KEY_BLOCK));
+    const __m256i k8a = load8_epi32(base + d * KEY_BLOCK);
     const __m256d k0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8a));
     const __m256d k1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8a, 1));
     __m256d k2 = z, k3 = z;
     if constexpr (NB == 2) {
-      const __m256i k8b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + bstride + d * KEY_BLOCK));
+      const __m256i k8b = load8_epi32(base + bstride + d * KEY_BLOCK);
       k2 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8b));
       k3 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8b, 1));
     }
@@ -622,7 +627,7 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
 constexpr int PREFETCH_BLOCKS = 6;
 inline void prefetch_block(const ScoreArgs& a, int b) {
   const char* p = reinterpret_cast<const char*>(a.kblk + size_t(b) * a.hdp * KEY_BLOCK);
-  const int bytes = a.hdp * KEY_BLOCK * 4;
+  const int bytes = a.hdp * KEY_BLOCK * int(sizeof(int16_t));
   for (int o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
 }
 
@@ -654,7 +659,47 @@ inline void tile_block(const ScoreArgs& a, int rows, int b) {
   }
 }
 
+// The keys' remainders beyond int16 (kernels.h), added to the stored scores of their blocks:
+// rare (a head's one or two outlier dimensions), so a pass over the rows in L1 suffices.
+// Their planes are apart from the narrow blocks and cold: requested before the scores' pass,
+// they arrive while it runs (measured: without, a miss per line made this pass a third as long
+// as the scores' own).
+void prefetch_key_remainders(const ScoreArgs& a) {
+  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+  for (int b = b0; b < b1; ++b)
+    for (int w = 0; w < a.kmw; ++w)
+      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1)
+        _mm_prefetch(reinterpret_cast<const char*>(a.kres + size_t(w * 64 + __builtin_ctzll(m)) * a.kres_stride +
+                                                   size_t(b) * KEY_BLOCK), _MM_HINT_T0);
+}
+
+void key_remainders(const ScoreArgs& a) {
+  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+  for (int b = b0; b < b1; ++b)
+    for (int w = 0; w < a.kmw; ++w)
+      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1) {
+        const int d = w * 64 + __builtin_ctzll(m);
+        const int32_t* rp = a.kres + size_t(d) * a.kres_stride + size_t(b) * KEY_BLOCK;
+        const __m256d r0 = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rp)));
+        const __m256d r1 = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rp + 4)));
+        for (int g = 0; g < a.G; ++g) {
+          double* s = a.s + g * a.lds + size_t(b) * KEY_BLOCK;
+          const __m256d q = _mm256_set1_pd(a.q[g * a.hdp + d]);
+          _mm256_storeu_pd(s, _mm256_fmadd_pd(q, r0, _mm256_loadu_pd(s)));
+          _mm256_storeu_pd(s + 4, _mm256_fmadd_pd(q, r1, _mm256_loadu_pd(s + 4)));
+        }
+      }
+}
+
+void scores_all(const ScoreArgs& a);
+
 void scores(const ScoreArgs& a) {
+  if (a.kmask) prefetch_key_remainders(a);
+  scores_all(a);
+  if (a.kmask) key_remainders(a);
+}
+
+void scores_all(const ScoreArgs& a) {
   if (a.G > TILE_ROWS) {  // each key block once from L3, then from L1 for every tile of rows
     const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
     for (int b = b0; b < b1; ++b)
@@ -707,7 +752,7 @@ int64_t weights(const WeightArgs& a) {
 }
 
 // Mix: G weight rows against the value rows of keys [j0, j1), in blocks of 64 keys (their values,
-// 16 KB, stay in L1 across the eight 8-dimension passes), skipping blocks whose weights are all 0.
+// 8 KB, stay in L1 across the eight 8-dimension passes), skipping blocks whose weights are all 0.
 template <int G>
 __attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je) {
   for (int d0 = 0; d0 < a.hdp; d0 += 8) {
@@ -719,7 +764,7 @@ __attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je) {
     LMZ_LOAD(1, c10, c11) LMZ_LOAD(2, c20, c21) LMZ_LOAD(3, c30, c31) LMZ_LOAD(4, c40, c41) LMZ_LOAD(5, c50, c51)
 #undef LMZ_LOAD
     for (int j = jb; j < je; ++j) {
-      const __m256i v8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.v + size_t(j) * a.hdp + d0));
+      const __m256i v8 = load8_epi32(a.v + size_t(j) * a.hdp + d0);
       const __m256d v0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v8));
       const __m256d v1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v8, 1));
 #define LMZ_E(I, A0, A1)                                                 \
@@ -762,8 +807,35 @@ inline void mix_rows(const MixArgs& a, int jb, int je) {
   }
 }
 
+// The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
+void prefetch_value_remainders(const MixArgs& a) {
+  for (int j = a.j0; j < a.j1; ++j)
+    for (uint64_t m = a.vmask[j]; m; m &= m - 1)
+      _mm_prefetch(reinterpret_cast<const char*>(a.vres + (size_t(__builtin_ctzll(m)) * a.vres_stride + size_t(j)) * 8),
+                   _MM_HINT_T0);
+}
+
+void value_remainders(const MixArgs& a) {
+  for (int j = a.j0; j < a.j1; ++j)
+    for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
+      const int grp = __builtin_ctzll(m);
+      const int32_t* rp = a.vres + (size_t(grp) * a.vres_stride + size_t(j)) * 8;
+      const __m256d r0 = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rp)));
+      const __m256d r1 = _mm256_cvtepi32_pd(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rp + 4)));
+      for (int g = 0; g < a.G; ++g) {
+        const double e = a.e[g * a.lde + j];
+        if (e == 0) continue;
+        const __m256d eb = _mm256_set1_pd(e);
+        double* num = a.num + g * a.hdp + grp * 8;
+        _mm256_storeu_pd(num, _mm256_fmadd_pd(eb, r0, _mm256_loadu_pd(num)));
+        _mm256_storeu_pd(num + 4, _mm256_fmadd_pd(eb, r1, _mm256_loadu_pd(num + 4)));
+      }
+    }
+}
+
 void mix(const MixArgs& a) {
-  constexpr int BLK = 64;  // 64 value rows: 16 KB, kept in L1 across the tiles of query rows
+  if (a.vmask) prefetch_value_remainders(a);
+  constexpr int BLK = 64;  // 64 value rows: 8 KB, kept in L1 across the tiles of query rows
   for (int jb = a.j0; jb < a.j1; jb += BLK) {
     const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
     for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
@@ -774,6 +846,7 @@ void mix(const MixArgs& a) {
       if (!all_zero(t.e, t.lde, t.G, jb, je)) mix_rows(t, jb, je);
     }
   }
+  if (a.vmask) value_remainders(a);
 }
 
 }  // namespace

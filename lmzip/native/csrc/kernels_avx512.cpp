@@ -153,6 +153,11 @@ void matmul(const MatmulArgs& a) {
     if constexpr (W > 3) A3 = _mm512_fmadd_pd(sb, X3, A3);     \
   }
 
+// Eight int16 (a key block's entries of one dimension, or eight dimensions of a value row) as doubles.
+inline __m512d load8_pd(const int16_t* p) {
+  return _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
 template <int G, int NB>
 __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
   static_assert(G * NB <= 24, "tile too large for AVX-512's 32 registers");
@@ -160,14 +165,14 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
   __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
   __m512d c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
   const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
-  const int32_t* base = a.kblk + size_t(b) * bstride;
+  const int16_t* base = a.kblk + size_t(b) * bstride;
   for (int d = 0; d < a.hdp; ++d) {
-    const int32_t* kp = base + d * KEY_BLOCK;
-    const __m512d k0 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp)));
+    const int16_t* kp = base + d * KEY_BLOCK;
+    const __m512d k0 = load8_pd(kp);
     __m512d k1 = z, k2 = z, k3 = z;
-    if constexpr (NB > 1) k1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + bstride)));
-    if constexpr (NB > 2) k2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 2 * bstride)));
-    if constexpr (NB > 3) k3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + 3 * bstride)));
+    if constexpr (NB > 1) k1 = load8_pd(kp + bstride);
+    if constexpr (NB > 2) k2 = load8_pd(kp + 2 * bstride);
+    if constexpr (NB > 3) k3 = load8_pd(kp + 3 * bstride);
 #define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, NB, I, a.q[I * a.hdp + d], k0, k1, k2, k3, A0, A1, A2, A3)
     LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
     LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
@@ -198,7 +203,7 @@ inline void prefetch_bytes(const void* p, int bytes) {
 template <int G>
 void scores_g(const ScoreArgs& a) {
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
-  const int bbytes = a.hdp * KEY_BLOCK * 4;
+  const int bbytes = a.hdp * KEY_BLOCK * int(sizeof(int16_t));
   auto pf = [&](int p) { if (p < b1) prefetch_bytes(a.kblk + size_t(p) * a.hdp * KEY_BLOCK, bbytes); };
   for (int p = b0; p < b0 + PREFETCH_BLOCKS; ++p) pf(p);
   int b = b0;
@@ -225,8 +230,42 @@ void scores_rows(const ScoreArgs& a) {
   }
 }
 
+// The keys' remainders beyond int16 (kernels.h), added to the stored scores of their blocks:
+// rare (a head's one or two outlier dimensions), so a pass over the rows in L1 suffices.
+// Their planes are apart from the narrow blocks and cold: requested before the scores' pass,
+// they arrive while it runs (measured: without, a miss per line made this pass a third as long
+// as the scores' own).
+void prefetch_key_remainders(const ScoreArgs& a) {
+  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+  for (int b = b0; b < b1; ++b)
+    for (int w = 0; w < a.kmw; ++w)
+      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1)
+        _mm_prefetch(reinterpret_cast<const char*>(a.kres + size_t(w * 64 + __builtin_ctzll(m)) * a.kres_stride +
+                                                   size_t(b) * KEY_BLOCK), _MM_HINT_T0);
+}
+
+void key_remainders(const ScoreArgs& a) {
+  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
+  for (int b = b0; b < b1; ++b)
+    for (int w = 0; w < a.kmw; ++w)
+      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1) {
+        const int d = w * 64 + __builtin_ctzll(m);
+        const int32_t* rp = a.kres + size_t(d) * a.kres_stride + size_t(b) * KEY_BLOCK;
+        const __m512d r = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp)));
+        for (int g = 0; g < a.G; ++g) {
+          double* s = a.s + g * a.lds + size_t(b) * KEY_BLOCK;
+          _mm512_storeu_pd(s, _mm512_fmadd_pd(_mm512_set1_pd(a.q[g * a.hdp + d]), r, _mm512_loadu_pd(s)));
+        }
+      }
+}
+
 void scores(const ScoreArgs& a) {
-  if (a.G <= TILE_ROWS) return scores_rows(a);
+  if (a.kmask) prefetch_key_remainders(a);
+  if (a.G <= TILE_ROWS) {
+    scores_rows(a);
+    if (a.kmask) key_remainders(a);
+    return;
+  }
   // More rows than a tile (the full-sequence forward): keys in runs of 64 (in L1 after the first
   // tile of rows), every tile of rows against each run.
   constexpr int RUN = 64;
@@ -241,6 +280,7 @@ void scores(const ScoreArgs& a) {
       scores_rows(t);
     }
   }
+  if (a.kmask) key_remainders(a);
 }
 
 // Mix: G (<= 6) weight rows against value rows; DW zmm (8 dimensions each) of every row per
@@ -264,13 +304,13 @@ __attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je, int d
 #undef LMZ_LD
   const size_t ahead = size_t(je - jb) * a.hdp;  // the next block's rows, requested during this one
   for (int j = jb; j < je; ++j) {
-    const int32_t* vp = a.v + size_t(j) * a.hdp + d0;
-    if (prefetch) prefetch_bytes(reinterpret_cast<const char*>(a.v + size_t(j) * a.hdp) + ahead * 4, a.hdp * 4);
-    const __m512d v0 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp)));
+    const int16_t* vp = a.v + size_t(j) * a.hdp + d0;
+    if (prefetch) prefetch_bytes(a.v + size_t(j) * a.hdp + ahead, a.hdp * int(sizeof(int16_t)));
+    const __m512d v0 = load8_pd(vp);
     __m512d v1 = z, v2 = z, v3 = z;
-    if constexpr (DW > 1) v1 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 8)));
-    if constexpr (DW > 2) v2 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 16)));
-    if constexpr (DW > 3) v3 = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vp + 24)));
+    if constexpr (DW > 1) v1 = load8_pd(vp + 8);
+    if constexpr (DW > 2) v2 = load8_pd(vp + 16);
+    if constexpr (DW > 3) v3 = load8_pd(vp + 24);
 #define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, DW, I, a.e[I * a.lde + j], v0, v1, v2, v3, A0, A1, A2, A3)
     LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
     LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
@@ -306,7 +346,31 @@ inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
   return _mm512_test_epi64_mask(any, any) == 0;  // every weight of the block is +0.0
 }
 
+// The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
+void prefetch_value_remainders(const MixArgs& a) {
+  for (int j = a.j0; j < a.j1; ++j)
+    for (uint64_t m = a.vmask[j]; m; m &= m - 1)
+      _mm_prefetch(reinterpret_cast<const char*>(a.vres + (size_t(__builtin_ctzll(m)) * a.vres_stride + size_t(j)) * 8),
+                   _MM_HINT_T0);
+}
+
+void value_remainders(const MixArgs& a) {
+  for (int j = a.j0; j < a.j1; ++j)
+    for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
+      const int grp = __builtin_ctzll(m);
+      const int32_t* rp = a.vres + (size_t(grp) * a.vres_stride + size_t(j)) * 8;
+      const __m512d r = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp)));
+      for (int g = 0; g < a.G; ++g) {
+        const double e = a.e[g * a.lde + j];
+        if (e == 0) continue;
+        double* num = a.num + g * a.hdp + grp * 8;
+        _mm512_storeu_pd(num, _mm512_fmadd_pd(_mm512_set1_pd(e), r, _mm512_loadu_pd(num)));
+      }
+    }
+}
+
 void mix(const MixArgs& a) {
+  if (a.vmask) prefetch_value_remainders(a);
   constexpr int BLK = 64;  // value rows kept in L1 across the passes and tiles of query rows
   for (int jb = a.j0; jb < a.j1; jb += BLK) {
     const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
@@ -328,6 +392,7 @@ void mix(const MixArgs& a) {
       prefetch = false;
     }
   }
+  if (a.vmask) value_remainders(a);
 }
 
 

@@ -41,12 +41,23 @@ void scores(const ScoreArgs& a) {
   for (int g = 0; g < a.G; ++g) {
     const double* q = a.q + g * a.hdp;
     for (int j = a.j0; j < a.j1; ++j) {
-      const int32_t* blk = a.kblk + size_t(j / KEY_BLOCK) * a.hdp * KEY_BLOCK + j % KEY_BLOCK;
+      const int16_t* blk = a.kblk + size_t(j / KEY_BLOCK) * a.hdp * KEY_BLOCK + j % KEY_BLOCK;
       int64_t acc = 0;  // |q|, |k| <= 2**20: exact in int64 as in float64
       for (int d = 0; d < a.hdp; ++d) acc += int64_t(q[d]) * blk[d * KEY_BLOCK];
       a.s[g * a.lds + j] = double(acc);
     }
   }
+  if (!a.kmask) return;
+  for (int blk = a.j0 / KEY_BLOCK; blk * KEY_BLOCK < a.j1; ++blk)
+    for (int w = 0; w < a.kmw; ++w)
+      for (uint64_t m = a.kmask[size_t(blk) * a.kmw + w]; m; m &= m - 1) {
+        const int d = w * 64 + __builtin_ctzll(m);
+        const int32_t* r = a.kres + size_t(d) * a.kres_stride + size_t(blk) * KEY_BLOCK;
+        for (int g = 0; g < a.G; ++g) {
+          double* s = a.s + g * a.lds + size_t(blk) * KEY_BLOCK;
+          for (int i = 0; i < KEY_BLOCK; ++i) s[i] += a.q[g * a.hdp + d] * double(r[i]);  // integers: exact
+        }
+      }
 }
 
 void mix(const MixArgs& a) {
@@ -55,8 +66,14 @@ void mix(const MixArgs& a) {
     for (int j = a.j0; j < a.j1; ++j) {
       const double e = a.e[g * a.lde + j];
       if (e == 0) continue;
-      const int32_t* v = a.v + size_t(j) * a.hdp;
+      const int16_t* v = a.v + size_t(j) * a.hdp;
       for (int d = 0; d < a.hdp; ++d) num[d] += e * double(v[d]);  // integers < 2**53: exact
+      if (!a.vmask) continue;
+      for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
+        const int grp = __builtin_ctzll(m);
+        const int32_t* r = a.vres + (size_t(grp) * a.vres_stride + size_t(j)) * 8;
+        for (int i = 0; i < 8; ++i) num[grp * 8 + i] += e * double(r[i]);
+      }
     }
   }
 }

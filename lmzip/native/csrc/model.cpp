@@ -50,12 +50,24 @@ void Bytes::release() {
   p_ = nullptr, n_ = 0;
 }
 
-void Bytes::assign_zero(size_t n) {
+void Bytes::assign_zero(size_t n, bool huge) {
   release();
   n_ = n;
   if (!n) return;
 #if defined(__linux__)
-  if (n >= HUGE_PAGE) {
+  if (!huge && n >= (size_t(64) << 10)) {
+    // Zero pages that cost nothing until written; small ones, so a write touches 4 KB, not 2 MB.
+    const size_t cap = round_up(n, 4096);
+    void* p = mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+#if defined(MADV_NOHUGEPAGE)
+    madvise(p, cap, MADV_NOHUGEPAGE);
+#endif
+    p_ = static_cast<int8_t*>(p);
+    mapped_ = cap;
+    return;
+  }
+  if (huge && n >= HUGE_PAGE) {
     // Fresh anonymous pages are zero already (no memset pass over 134 MB), and 2 MB-aligned so
     // the kernel can back them with huge pages.
     const size_t cap = round_up(n, HUGE_PAGE);
@@ -116,42 +128,115 @@ void Linear::set_rows(const int8_t* data, const float* scales, int n, int k) {
 
 Cache::Cache(int b, int cap, int l, int hk, int hd)
     : batch(b), capacity(std::max(cap, 1)), layers(l), kv_heads(hk), hdp(hd),
-      stride(int(round_up(size_t(std::max(cap, 1)), KEY_BLOCK))) {
+      stride(int(round_up(size_t(std::max(cap, 1)), KEY_BLOCK))), kmw((hd + 63) / 64) {
+  if (hdp % HD_ALIGN || hdp > 64 * 8) throw std::invalid_argument("cache head dimension");
   const size_t n = size_t(layers) * batch * stream_elems();
+  const size_t heads = size_t(layers) * batch * kv_heads;
   k.assign(n, 0);
   v.assign(n, 0);
+  kmask.assign(heads * size_t(stride / KEY_BLOCK) * kmw, 0);
+  vmask.assign(heads * size_t(stride), 0);
+  kres.assign_zero(n * sizeof(int32_t), false);
+  vres.assign_zero(n * sizeof(int32_t), false);
   lengths.assign(size_t(batch), 0);
 }
 
+namespace {
+// x = narrow + remainder, narrow = clamp(x, -KV_NARROW, KV_NARROW) (the same sign: |narrow| and
+// |remainder| never exceed |x|, so every partial sum of the split products stays within the
+// bound of the unsplit ones, below 2**53, and is exact).
+inline int16_t narrow_part(int32_t x) { return int16_t(x < -KV_NARROW ? -KV_NARROW : (x > KV_NARROW ? KV_NARROW : x)); }
+}  // namespace
+
+void Cache::put_key(int layer, int b, int g, int64_t p, const double* x, int hd) {
+  int16_t* kb = keys(layer, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
+  uint64_t* mask = key_mask(layer, b, g) + size_t(p / KEY_BLOCK) * kmw;
+  int32_t* res = key_res(layer, b, g);
+  for (int i = 0; i < hd; ++i) {
+    const int32_t xi = int32_t(x[i]);
+    const int16_t nx = narrow_part(xi);
+    kb[size_t(i) * KEY_BLOCK] = nx;
+    const uint64_t bit = uint64_t(1) << (i % 64);
+    uint64_t* w = mask + i / 64;
+    if (xi != nx) __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);
+    if (xi != nx || (__atomic_load_n(w, __ATOMIC_RELAXED) & bit))  // keep the invariant (see model.h)
+      res[size_t(i) * stride + size_t(p)] = xi - nx;
+  }
+}
+
+void Cache::put_value(int layer, int b, int g, int64_t p, const double* x, int hd) {
+  int16_t* vd = vals(layer, b, g) + size_t(p) * hdp;
+  uint64_t& mask = val_mask(layer, b, g)[p];  // one position: one writer
+  int32_t* res = val_res(layer, b, g);
+  for (int i = 0; i < hd; ++i) {
+    const int32_t xi = int32_t(x[i]);
+    const int16_t nx = narrow_part(xi);
+    vd[i] = nx;
+    const uint64_t bit = uint64_t(1) << (i / 8);
+    if (xi != nx) mask |= bit;
+    if (mask & bit) res[(size_t(i / 8) * stride + size_t(p)) * 8 + i % 8] = xi - nx;
+  }
+}
+
+std::pair<int64_t, int64_t> Cache::marked() const {
+  int64_t kc = 0, vc = 0;
+  for (uint64_t m : kmask) kc += __builtin_popcountll(m);
+  for (uint64_t m : vmask) vc += __builtin_popcountll(m);
+  return {kc, vc};
+}
+
+size_t Cache::nbytes() const {
+  const auto mk = marked();
+  return (k.size() + v.size()) * sizeof(int16_t) + (kmask.size() + vmask.size()) * sizeof(uint64_t) +
+         size_t(mk.first + mk.second) * 8 * sizeof(int32_t);
+}
+
 void Cache::copy_stream(int slot, const Cache& o, int os) {
+  if (&o == this && slot == os) return;
   if (o.layers != layers || o.kv_heads != kv_heads || o.hdp != hdp) throw std::invalid_argument("cache shapes differ");
   const int64_t n = o.lengths[size_t(os)];
   if (n > capacity) throw std::invalid_argument("stream longer than this cache");
-  const size_t kn = round_up(size_t(n), KEY_BLOCK) * hdp, vn = size_t(n) * hdp;
+  const size_t nb = round_up(size_t(n), KEY_BLOCK) / KEY_BLOCK;
+  const size_t kn = nb * KEY_BLOCK * hdp, vn = size_t(n) * hdp;
+  Cache& src = const_cast<Cache&>(o);  // read only: its accessors are not const
   for (int li = 0; li < layers; ++li)
     for (int g = 0; g < kv_heads; ++g) {
-      const size_t src = ((size_t(li) * o.batch + os) * kv_heads + g) * size_t(o.stride) * hdp;
-      std::memcpy(keys(li, slot, g), o.k.data() + src, kn * sizeof(int32_t));
-      std::memcpy(vals(li, slot, g), o.v.data() + src, vn * sizeof(int32_t));
+      std::memcpy(keys(li, slot, g), src.keys(li, os, g), kn * sizeof(int16_t));
+      std::memcpy(vals(li, slot, g), src.vals(li, os, g), vn * sizeof(int16_t));
+      // Masks: this stream's bits or the source's (see the invariant in model.h), and the
+      // remainders of every marked vector from the source (zero where the source has no bit).
+      uint64_t* km = key_mask(li, slot, g);
+      const uint64_t* okm = src.key_mask(li, os, g);
+      int32_t* kr = key_res(li, slot, g);
+      const int32_t* okr = src.key_res(li, os, g);
+      for (size_t blk = 0; blk < nb; ++blk)
+        for (int w = 0; w < kmw; ++w) {
+          uint64_t& m = km[blk * kmw + size_t(w)];
+          m |= okm[blk * kmw + size_t(w)];
+          for (uint64_t t = m; t; t &= t - 1) {
+            const size_t d = size_t(w) * 64 + size_t(__builtin_ctzll(t));
+            std::memcpy(kr + d * stride + blk * KEY_BLOCK, okr + d * o.stride + blk * KEY_BLOCK, KEY_BLOCK * sizeof(int32_t));
+          }
+        }
+      uint64_t* vm = val_mask(li, slot, g);
+      const uint64_t* ovm = src.val_mask(li, os, g);
+      int32_t* vr = val_res(li, slot, g);
+      const int32_t* ovr = src.val_res(li, os, g);
+      for (int64_t j = 0; j < n; ++j) {
+        vm[j] |= ovm[j];
+        for (uint64_t t = vm[j]; t; t &= t - 1) {
+          const size_t grp = size_t(__builtin_ctzll(t));
+          std::memcpy(vr + (grp * stride + size_t(j)) * 8, ovr + (grp * o.stride + size_t(j)) * 8, 8 * sizeof(int32_t));
+        }
+      }
     }
   lengths[size_t(slot)] = n;
 }
 
 void Cache::keep(const std::vector<int>& slots) {
-  const size_t per = stream_elems();
-  std::vector<int32_t> nk(size_t(layers) * slots.size() * per), nv(nk.size());
-  for (int li = 0; li < layers; ++li)
-    for (size_t i = 0; i < slots.size(); ++i) {
-      const size_t src = (size_t(li) * batch + size_t(slots[i])) * per, dst = (size_t(li) * slots.size() + i) * per;
-      std::memcpy(nk.data() + dst, k.data() + src, per * sizeof(int32_t));
-      std::memcpy(nv.data() + dst, v.data() + src, per * sizeof(int32_t));
-    }
-  std::vector<int64_t> nl;
-  for (int s : slots) nl.push_back(lengths[size_t(s)]);
-  k.swap(nk);
-  v.swap(nv);
-  lengths.swap(nl);
-  batch = int(slots.size());
+  Cache nc(int(slots.size()), capacity, layers, kv_heads, hdp);
+  for (size_t i = 0; i < slots.size(); ++i) nc.copy_stream(int(i), *this, slots[i]);
+  *this = std::move(nc);
 }
 
 // -- elementwise pieces -------------------------------------------------------------------------
@@ -388,15 +473,10 @@ void Model::hidden(Cache& cache, const int64_t* tokens, int B, int n, double* h)
             for (int i = 0; i < hd; ++i) qd[i] = rot[i];
           } else {
             const int g = hh - H;
-            int32_t* kb = cache.keys(li, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
-            for (int i = 0; i < hd; ++i) kb[size_t(i) * KEY_BLOCK] = int32_t(rot[i]);
+            cache.put_key(li, b, g, p, rot, hd);
           }
         }
-        for (int g = 0; g < Hk; ++g) {
-          int32_t* vd = cache.vals(li, b, g) + size_t(p) * hdp;
-          const double* x = r + (H + Hk + g) * hd;
-          for (int i = 0; i < hd; ++i) vd[i] = int32_t(x[i]);
-        }
+        for (int g = 0; g < Hk; ++g) cache.put_value(li, b, g, p, r + (H + Hk + g) * hd, hd);
       }
     });
     mark(PH_ROPE);
@@ -479,7 +559,7 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       const size_t lds = round_up(size_t(x.lmax), KEY_BLOCK);
       thread_local std::vector<double> sbuf_local;
       double* sbuf = grow(sbuf_local, size_t(x.rows) * lds);
-      kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), 0, int(x.lmax), sbuf, lds});
+      kern_.scores(cache.score_args(li, x.b, x.g, {qrows(x), x.rows, hdp, nullptr, 0, int(x.lmax), sbuf, lds}));
       int64_t z[MAX_GROUP] = {0};
       for (int r = 0; r < x.rows; ++r) {
         double* srow = sbuf + r * lds;
@@ -489,7 +569,7 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       }
       double num[MAX_GROUP * 256];
       std::fill(num, num + x.rows * hdp, 0.0);
-      kern_.mix({sbuf, lds, x.rows, hdp, cache.vals(li, x.b, x.g), 0, int(x.lmax), num});
+      kern_.mix(cache.mix_args(li, x.b, x.g, {sbuf, lds, x.rows, hdp, nullptr, 0, int(x.lmax), num}));
       write_out(x, num, z);
     });
     return;
@@ -506,7 +586,7 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
     const int64_t j0 = c * CHUNK, j1 = std::min(x.lmax, j0 + CHUNK);
     if (j0 >= j1) return;
     double* s = sbuf + size_t(gi) * G * lds;
-    kern_.scores({qrows(x), x.rows, hdp, cache.keys(li, x.b, x.g), int(j0), int(j1), s, lds});
+    kern_.scores(cache.score_args(li, x.b, x.g, {qrows(x), x.rows, hdp, nullptr, int(j0), int(j1), s, lds}));
     for (int r = 0; r < x.rows; ++r) {
       double m = -INFINITY;
       for (int64_t j = j0; j < std::min(j1, x.lim[r]); ++j) m = std::max(m, s[r * lds + j]);
@@ -529,8 +609,8 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       for (int64_t cc = 0; cc < chunks; ++cc) top = std::max(top, cmax[(size_t(gi) * chunks + cc) * G + r]);
       pz[(size_t(gi) * chunks + c) * G + r] = weights(s + r * lds, j0, j1, x.lim[r], top);
     }
-    kern_.mix({s, lds, x.rows, hdp, cache.vals(li, x.b, x.g), int(j0), int(j1),
-               pnum + (size_t(gi) * chunks + c) * G * hdp});
+    double* part = pnum + (size_t(gi) * chunks + c) * G * hdp;
+    kern_.mix(cache.mix_args(li, x.b, x.g, {s, lds, x.rows, hdp, nullptr, int(j0), int(j1), part}));
   });
   for (int64_t gi = 0; gi < n_groups; ++gi) {
     const GroupInfo x = info(gi);

@@ -40,7 +40,9 @@ class Bytes {
     return *this;
   }
   ~Bytes();
-  void assign_zero(size_t n);
+  // huge = false: small pages, and none of them backed by memory until written (the cache's
+  // remainders, of which a few pages are ever touched)
+  void assign_zero(size_t n, bool huge = true);
   int8_t* data() { return p_; }
   const int8_t* data() const { return p_; }
   size_t size() const { return n_; }
@@ -77,15 +79,57 @@ struct Tables {
 // Keys and values of B streams, integers in int32 (|x| <= 2**20, exact; the reference holds
 // them in float64). Keys: per (layer, stream, kv head) blocks of KEY_BLOCK positions,
 // dimension-major; values: position-major rows of hdp.
+// Keys and values of every layer, stream and kv head, as the kernels read them: int16 narrow
+// parts (kernels.h, KV_NARROW), keys in blocks of KEY_BLOCK positions (dimension-major), values
+// one row of hdp per position. What a narrow part leaves out, x - clamp(x) (keys and values are
+// 21-bit integers, a few in a hundred of them beyond 2**15, most in one or two "outlier"
+// dimensions of a head), is kept apart, and the attention kernels add it (kernels.h):
+//   keys:   kmask, per block, a bit per dimension that holds a remainder somewhere in the block;
+//           kres, per dimension, one int32 per position (a plane: only its touched pages cost);
+//   values: vmask, per position, a bit per group of 8 dimensions holding a remainder;
+//           vres, per group, 8 int32 per position.
+// Invariant: a remainder is non-zero only where its mask bit is set (bits are never cleared,
+// a stale bit only costs a few additions of zero), so the sums are the reference's integers.
 struct Cache {
   int batch = 0, capacity = 0, layers = 0, kv_heads = 0, hdp = 0;
   int stride = 0;  // positions allocated per stream: capacity rounded up to whole key blocks
-  std::vector<int32_t> k, v;
+  int kmw = 0;     // 64-bit mask words per key block: hdp / 64 rounded up
+  std::vector<int16_t> k, v;
+  std::vector<uint64_t> kmask, vmask;
+  Bytes kres, vres;  // int32
   std::vector<int64_t> lengths;
   Cache(int batch, int capacity, int layers, int kv_heads, int hdp);
   size_t stream_elems() const { return size_t(kv_heads) * stride * hdp; }
-  int32_t* keys(int layer, int b, int g) { return k.data() + ((size_t(layer) * batch + b) * kv_heads + g) * size_t(stride) * hdp; }
-  int32_t* vals(int layer, int b, int g) { return v.data() + ((size_t(layer) * batch + b) * kv_heads + g) * size_t(stride) * hdp; }
+  size_t head_index(int layer, int b, int g) const { return (size_t(layer) * batch + b) * kv_heads + g; }
+  int16_t* keys(int layer, int b, int g) { return k.data() + head_index(layer, b, g) * size_t(stride) * hdp; }
+  int16_t* vals(int layer, int b, int g) { return v.data() + head_index(layer, b, g) * size_t(stride) * hdp; }
+  uint64_t* key_mask(int layer, int b, int g) { return kmask.data() + head_index(layer, b, g) * size_t(stride / KEY_BLOCK) * kmw; }
+  uint64_t* val_mask(int layer, int b, int g) { return vmask.data() + head_index(layer, b, g) * size_t(stride); }
+  int32_t* key_res(int layer, int b, int g) {
+    return reinterpret_cast<int32_t*>(kres.data()) + head_index(layer, b, g) * size_t(stride) * hdp;
+  }
+  int32_t* val_res(int layer, int b, int g) {
+    return reinterpret_cast<int32_t*>(vres.data()) + head_index(layer, b, g) * size_t(stride) * hdp;
+  }
+  // Store position p's key (hd dimensions, integers |x| <= 2**20; the padding stays zero). Rows
+  // of one head may be stored concurrently from several threads (the mask bits are set atomically).
+  void put_key(int layer, int b, int g, int64_t p, const double* x, int hd);
+  void put_value(int layer, int b, int g, int64_t p, const double* x, int hd);
+  // The kernels' arguments for one head of the cache: its narrow parts and remainders, with the
+  // caller's rows (a.kblk / a.v are filled in here).
+  ScoreArgs score_args(int layer, int b, int g, ScoreArgs a) {
+    a.kblk = keys(layer, b, g), a.kmask = key_mask(layer, b, g), a.kmw = kmw;
+    a.kres = key_res(layer, b, g), a.kres_stride = size_t(stride);
+    return a;
+  }
+  MixArgs mix_args(int layer, int b, int g, MixArgs a) {
+    a.v = vals(layer, b, g), a.vmask = val_mask(layer, b, g), a.vres = val_res(layer, b, g), a.vres_stride = size_t(stride);
+    return a;
+  }
+  // Key vectors (a block's 8 entries of one dimension) and value groups (8 dimensions of one
+  // position) marked as holding remainders, over every layer, stream and head.
+  std::pair<int64_t, int64_t> marked() const;
+  size_t nbytes() const;  // bytes held: narrow parts, masks, and the remainder planes' pages in use
   void copy_stream(int slot, const Cache& other, int other_slot);
   void keep(const std::vector<int>& slots);
 };

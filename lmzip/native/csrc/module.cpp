@@ -289,7 +289,8 @@ PYBIND11_MODULE(_native, m) {
           if (s < 0 || s >= c.batch) throw std::out_of_range("slot");
         c.keep(slots);
       })
-      .def_property_readonly("nbytes", [](const Cache& c) { return (c.k.size() + c.v.size()) * sizeof(int32_t); });
+      .def_property_readonly("nbytes", &Cache::nbytes)
+      .def("marked", &Cache::marked, "(key vectors, value groups) marked as holding remainders beyond int16");
 
   py::class_<PyModel>(m, "Model")
       .def(py::init([](py::dict cfgd, py::dict tables, int simd, int threads) {

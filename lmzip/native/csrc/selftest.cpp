@@ -75,16 +75,34 @@ bool same_matmul(const Kernels& k, Rng& r) {
 bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
   const int L = 45;
   const int blocks = (L + KEY_BLOCK - 1) / KEY_BLOCK;
-  std::vector<int32_t> keys(size_t(blocks) * hdp * KEY_BLOCK), vals(size_t(L) * hdp);
-  for (auto& v : keys) v = r.range(-(1 << 20), 1 << 20);
-  for (auto& v : vals) v = r.range(-(1 << 20), 1 << 20);
+  std::vector<int16_t> keys(size_t(blocks) * hdp * KEY_BLOCK), vals(size_t(L) * hdp);
+  for (auto& v : keys) v = int16_t(r.range(-KV_NARROW, KV_NARROW));
+  for (auto& v : vals) v = int16_t(r.range(-KV_NARROW, KV_NARROW));
+  keys[0] = vals[0] = -KV_NARROW, keys[1] = vals[1] = KV_NARROW;
+  // Remainders beyond int16 in a few marked vectors (and zeros under some marks, as stale bits leave).
+  const int kmw = (hdp + 63) / 64;
+  const size_t rstride = size_t(blocks) * KEY_BLOCK;
+  std::vector<uint64_t> kmask(size_t(blocks) * kmw, 0), vmask(rstride, 0);
+  std::vector<int32_t> kres(size_t(hdp) * rstride, 0), vres(size_t(hdp) * rstride, 0);
+  for (int t = 0; t < 3 * blocks; ++t) {
+    const int b = r.range(0, blocks - 1), d = r.range(0, hdp - 1), j = r.range(0, L - 1), grp = r.range(0, hdp / 8 - 1);
+    kmask[size_t(b) * kmw + d / 64] |= uint64_t(1) << (d % 64);
+    vmask[size_t(j)] |= uint64_t(1) << grp;
+    for (int i = 0; i < KEY_BLOCK; ++i) {
+      if (t % 4) kres[size_t(d) * rstride + size_t(b) * KEY_BLOCK + i] = r.range(-(1 << 20) + KV_NARROW, (1 << 20) - KV_NARROW);
+      if (t % 5) vres[(size_t(grp) * rstride + size_t(j)) * 8 + i] = r.range(-(1 << 20) + KV_NARROW, (1 << 20) - KV_NARROW);
+    }
+  }
   for (const int G : {1, 3, 6, 12}) {
     std::vector<double> q(size_t(G) * hdp);
     for (auto& v : q) v = double(r.range(-(1 << 20), 1 << 20));
     const size_t lds = size_t(blocks) * KEY_BLOCK;
     std::vector<double> s0(size_t(G) * lds, 0.0), s1(s0);
-    scores_portable({q.data(), G, hdp, keys.data(), 0, L, s0.data(), lds});
-    k.scores({q.data(), G, hdp, keys.data(), 0, L, s1.data(), lds});
+    const ScoreArgs sa{q.data(), G, hdp, keys.data(), 0, L, s0.data(), lds, kmask.data(), kmw, kres.data(), rstride};
+    ScoreArgs sb = sa;
+    sb.s = s1.data();
+    scores_portable(sa);
+    k.scores(sb);
     for (int g = 0; g < G; ++g)
       if (std::memcmp(s0.data() + g * lds, s1.data() + g * lds, size_t(L) * sizeof(double))) return false;
     // Weights: exp-like table, a row limit inside the range.
@@ -103,8 +121,11 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
     }
     if (w0 != w1) return false;
     std::vector<double> n0(size_t(G) * hdp, 0.0), n1(n0);
-    mix_portable({w0.data(), lds, G, hdp, vals.data(), 0, L, n0.data()});
-    k.mix({w0.data(), lds, G, hdp, vals.data(), 0, L, n1.data()});
+    const MixArgs ma{w0.data(), lds, G, hdp, vals.data(), 0, L, n0.data(), vmask.data(), vres.data(), rstride};
+    MixArgs mb = ma;
+    mb.num = n1.data();
+    mix_portable(ma);
+    k.mix(mb);
     if (n0 != n1) return false;
   }
   return true;
