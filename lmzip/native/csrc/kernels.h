@@ -23,6 +23,11 @@ constexpr int KEY_BLOCK = 8;
 // their narrow parts, clamp(x, -KV_NARROW, KV_NARROW) in int16 (half the bytes of int32), and
 // the cache adds the rare remainders x - clamp(x) afterwards (Cache, model.cpp).
 constexpr int KV_NARROW = 32767;
+// Inside a key block, dimensions go in pairs: entry (key j, dimension d) of the block is at
+// (d / 2) * 2 * KEY_BLOCK + (j % KEY_BLOCK) * 2 + d % 2, so that one int32 holds one key's two
+// dimensions, as vpdpwssd / vpmaddwd multiply them (hdp is even).
+inline int key_entry(int j, int d) { return (d / 2) * 2 * KEY_BLOCK + (j % KEY_BLOCK) * 2 + d % 2; }
+constexpr int MAX_HDP = 512;  // head dimensions the kernels take (padded)
 // Query rows attended together (they share every key and value load; kernels work on tiles of
 // at most TILE_ROWS of them, re-reading each key or value block from L1 for the next tile).
 constexpr int MAX_GROUP = 12;

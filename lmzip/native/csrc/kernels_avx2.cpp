@@ -572,53 +572,78 @@ void matmul(const MatmulArgs& a) {
 }
 
 // -- attention --------------------------------------------------------------------------------
-// Scores: G query rows against 8 * NB keys per pass, the products summed in float64 FMAs
-// (integers below 2**53, so nothing rounds). Named accumulators, one function per tile shape
-// (see the matmul tiles): at most 12 of them, plus the converted keys and one broadcast query.
+// Scores in integers, as the AVX-512 kernel (see there): q = 1024 qh + ql, vpmaddwd of the keys'
+// int16 dimension pairs by (qh, qh') or (ql, ql') pairs (pair sums below 2**31, lane sums over at
+// most SCORE_PAIRS pairs too), the score 1024 hi + lo in float64. G rows against NB (<= 2) blocks
+// of eight keys per tile, two accumulators per row and block (12 at most of AVX2's 16 registers).
+constexpr int SCORE_PAIRS = 32;
 
-// Eight int16 (a key block's entries of one dimension, or eight dimensions of a value row) as int32.
-inline __m256i load8_epi32(const int16_t* p) {
-  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+void split_queries(const double* q, int G, int hdp, int32_t* qh, int32_t* ql) {
+  const int np = hdp / 2;
+  for (int g = 0; g < G; ++g)
+    for (int p = 0; p < np; ++p) {
+      int32_t hi[2], lo[2];
+      for (int t = 0; t < 2; ++t) {
+        const int32_t x = int32_t(q[g * hdp + 2 * p + t]);  // an integer, |x| <= 2**20
+        hi[t] = x >> 10;  // arithmetic: x = 1024 hi + lo, 0 <= lo < 1024
+        lo[t] = x - hi[t] * 1024;
+      }
+      qh[g * np + p] = int32_t(uint32_t(uint16_t(hi[0])) | (uint32_t(uint16_t(hi[1])) << 16));
+      ql[g * np + p] = int32_t(uint32_t(uint16_t(lo[0])) | (uint32_t(uint16_t(lo[1])) << 16));
+    }
+}
+
+inline void store_scores(double* o, __m256i hi, __m256i lo, bool add) {
+  const __m256d k = _mm256_set1_pd(1024.0);
+  const __m256d s0 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)), k),
+                                   _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)));
+  const __m256d s1 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), k),
+                                   _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)));
+  _mm256_storeu_pd(o, add ? _mm256_add_pd(_mm256_loadu_pd(o), s0) : s0);
+  _mm256_storeu_pd(o + 4, add ? _mm256_add_pd(_mm256_loadu_pd(o + 4), s1) : s1);
 }
 
 template <int G, int NB>
-__attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
-  static_assert(G * 2 * NB <= 12, "tile too large for AVX2's 16 registers");
-  const __m256d z = _mm256_setzero_pd();
-  __m256d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
-  __m256d c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
+__attribute__((noinline)) void score_tile(const ScoreArgs& a, const int32_t* qh, const int32_t* ql, int np, int b) {
+  static_assert(2 * G * NB <= 12, "tile too large for AVX2's 16 registers");
   const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
   const int16_t* base = a.kblk + size_t(b) * bstride;
-  for (int d = 0; d < a.hdp; ++d) {
-    const __m256i k8a = load8_epi32(base + d * KEY_BLOCK);
-    const __m256d k0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8a));
-    const __m256d k1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8a, 1));
-    __m256d k2 = z, k3 = z;
-    if constexpr (NB == 2) {
-      const __m256i k8b = load8_epi32(base + bstride + d * KEY_BLOCK);
-      k2 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(k8b));
-      k3 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(k8b, 1));
-    }
-#define LMZ_Q(I, A0, A1, A2, A3)                                  \
-  if constexpr (G > I) {                                          \
-    const __m256d qb = _mm256_broadcast_sd(a.q + I * a.hdp + d);  \
-    A0 = _mm256_fmadd_pd(qb, k0, A0);                             \
-    A1 = _mm256_fmadd_pd(qb, k1, A1);                             \
-    if constexpr (NB == 2) {                                      \
-      A2 = _mm256_fmadd_pd(qb, k2, A2);                           \
-      A3 = _mm256_fmadd_pd(qb, k3, A3);                           \
-    }                                                             \
+  double* s = a.s + size_t(b) * KEY_BLOCK;
+  for (int p0 = 0; p0 < np; p0 += SCORE_PAIRS) {
+    const int p1 = np < p0 + SCORE_PAIRS ? np : p0 + SCORE_PAIRS;
+    const __m256i z = _mm256_setzero_si256();
+    __m256i h00 = z, h01 = z, h10 = z, h11 = z, h20 = z, h21 = z, h30 = z, h40 = z, h50 = z;
+    __m256i l00 = z, l01 = z, l10 = z, l11 = z, l20 = z, l21 = z, l30 = z, l40 = z, l50 = z;
+    for (int p = p0; p < p1; ++p) {
+      const int16_t* kp = base + p * 2 * KEY_BLOCK;
+      const __m256i k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp));
+      __m256i k1 = z;
+      if constexpr (NB > 1) k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + bstride));
+#define LMZ_Q(I, H0, H1, L0, L1)                                                          \
+  if constexpr (G > I) {                                                                  \
+    const __m256i hb = _mm256_set1_epi32(qh[I * np + p]), lb = _mm256_set1_epi32(ql[I * np + p]); \
+    H0 = _mm256_add_epi32(H0, _mm256_madd_epi16(k0, hb));                                 \
+    L0 = _mm256_add_epi32(L0, _mm256_madd_epi16(k0, lb));                                 \
+    if constexpr (NB > 1) {                                                               \
+      H1 = _mm256_add_epi32(H1, _mm256_madd_epi16(k1, hb));                               \
+      L1 = _mm256_add_epi32(L1, _mm256_madd_epi16(k1, lb));                               \
+    }                                                                                     \
   }
-    LMZ_Q(0, c00, c01, c02, c03) LMZ_Q(1, c10, c11, c12, c13) LMZ_Q(2, c20, c21, c22, c23)
-    LMZ_Q(3, c30, c31, c30, c31) LMZ_Q(4, c40, c41, c40, c41) LMZ_Q(5, c50, c51, c50, c51)
+      LMZ_Q(0, h00, h01, l00, l01) LMZ_Q(1, h10, h11, l10, l11) LMZ_Q(2, h20, h21, l20, l21)
+      LMZ_Q(3, h30, h30, l30, l30) LMZ_Q(4, h40, h40, l40, l40) LMZ_Q(5, h50, h50, l50, l50)
 #undef LMZ_Q
+    }
+    // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
+    const bool add = p0 > 0;
+#define LMZ_ST(I, H0, H1, L0, L1)                                                   \
+  if constexpr (G > I) {                                                            \
+    store_scores(s + I * a.lds, H0, L0, add);                                       \
+    if constexpr (NB > 1) store_scores(s + I * a.lds + KEY_BLOCK, H1, L1, add);     \
   }
-  // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
-  const int j = b * KEY_BLOCK;
-  const __m256d r[6][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23},
-                           {c30, c31, z, z},     {c40, c41, z, z},     {c50, c51, z, z}};
-  for (int g = 0; g < G; ++g)
-    for (int t = 0; t < 2 * NB; ++t) _mm256_storeu_pd(a.s + g * a.lds + j + 4 * t, r[g][t]);
+    LMZ_ST(0, h00, h01, l00, l01) LMZ_ST(1, h10, h11, l10, l11) LMZ_ST(2, h20, h21, l20, l21)
+    LMZ_ST(3, h30, h30, l30, l30) LMZ_ST(4, h40, h40, l40, l40) LMZ_ST(5, h50, h50, l50, l50)
+#undef LMZ_ST
+  }
 }
 
 // Keys stream from memory during decoding (every stream's cache is read once per step): the
@@ -632,7 +657,7 @@ inline void prefetch_block(const ScoreArgs& a, int b) {
 }
 
 template <int G>
-inline void scores_g(const ScoreArgs& a) {
+inline void scores_g(const ScoreArgs& a, const int32_t* qh, const int32_t* ql, int np) {
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   int b = b0;
   for (int p = b0; p < b0 + PREFETCH_BLOCKS && p < b1; ++p) prefetch_block(a, p);
@@ -640,22 +665,22 @@ inline void scores_g(const ScoreArgs& a) {
     for (; b + 2 <= b1; b += 2) {
       if (b + PREFETCH_BLOCKS < b1) prefetch_block(a, b + PREFETCH_BLOCKS);
       if (b + PREFETCH_BLOCKS + 1 < b1) prefetch_block(a, b + PREFETCH_BLOCKS + 1);
-      score_tile<G, 2>(a, b);
+      score_tile<G, 2>(a, qh, ql, np, b);
     }
   for (; b < b1; ++b) {
     if (b + PREFETCH_BLOCKS < b1) prefetch_block(a, b + PREFETCH_BLOCKS);
-    score_tile<G, 1>(a, b);
+    score_tile<G, 1>(a, qh, ql, np, b);
   }
 }
 
-inline void tile_block(const ScoreArgs& a, int rows, int b) {
-  switch (rows) {
-    case 1: score_tile<1, 1>(a, b); break;
-    case 2: score_tile<2, 1>(a, b); break;
-    case 3: score_tile<3, 1>(a, b); break;
-    case 4: score_tile<4, 1>(a, b); break;
-    case 5: score_tile<5, 1>(a, b); break;
-    default: score_tile<6, 1>(a, b); break;
+inline void tile_block(const ScoreArgs& a, const int32_t* qh, const int32_t* ql, int np, int b) {
+  switch (a.G) {
+    case 1: score_tile<1, 1>(a, qh, ql, np, b); break;
+    case 2: score_tile<2, 1>(a, qh, ql, np, b); break;
+    case 3: score_tile<3, 1>(a, qh, ql, np, b); break;
+    case 4: score_tile<4, 1>(a, qh, ql, np, b); break;
+    case 5: score_tile<5, 1>(a, qh, ql, np, b); break;
+    default: score_tile<6, 1>(a, qh, ql, np, b); break;
   }
 }
 
@@ -691,15 +716,11 @@ void key_remainders(const ScoreArgs& a) {
       }
 }
 
-void scores_all(const ScoreArgs& a);
-
 void scores(const ScoreArgs& a) {
   if (a.kmask) prefetch_key_remainders(a);
-  scores_all(a);
-  if (a.kmask) key_remainders(a);
-}
-
-void scores_all(const ScoreArgs& a) {
+  int32_t qh[MAX_GROUP * MAX_HDP / 2], ql[MAX_GROUP * MAX_HDP / 2];
+  split_queries(a.q, a.G, a.hdp, qh, ql);
+  const int np = a.hdp / 2;
   if (a.G > TILE_ROWS) {  // each key block once from L3, then from L1 for every tile of rows
     const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
     for (int b = b0; b < b1; ++b)
@@ -708,18 +729,24 @@ void scores_all(const ScoreArgs& a) {
         t.q = a.q + r0 * a.hdp;
         t.s = a.s + r0 * a.lds;
         t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
-        tile_block(t, t.G, b);
+        tile_block(t, qh + r0 * np, ql + r0 * np, np, b);
       }
-    return;
+  } else {
+    switch (a.G) {
+      case 1: scores_g<1>(a, qh, ql, np); break;
+      case 2: scores_g<2>(a, qh, ql, np); break;
+      case 3: scores_g<3>(a, qh, ql, np); break;
+      case 4: scores_g<4>(a, qh, ql, np); break;
+      case 5: scores_g<5>(a, qh, ql, np); break;
+      default: scores_g<6>(a, qh, ql, np); break;
+    }
   }
-  switch (a.G) {
-    case 1: scores_g<1>(a); break;
-    case 2: scores_g<2>(a); break;
-    case 3: scores_g<3>(a); break;
-    case 4: scores_g<4>(a); break;
-    case 5: scores_g<5>(a); break;
-    default: scores_g<6>(a); break;
-  }
+  if (a.kmask) key_remainders(a);
+}
+
+// Eight int16 (eight dimensions of a value row) as int32.
+inline __m256i load8_epi32(const int16_t* p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
 // Weights: round((top - s) * scale) with the SSE4.1 rounding of the current mode (half-even,

@@ -139,57 +139,83 @@ void matmul(const MatmulArgs& a) {
 
 
 // -- attention --------------------------------------------------------------------------------
-// Scores: G (<= 6) query rows against NB (<= 4) blocks of eight keys per pass, one zmm of sums per
-// row and block (24 accumulators at most, NB converted keys and one broadcast query).
+// Scores in integers: each query entry splits as q = 1024 qh + ql (qh in [-1024, 1024], ql in
+// [0, 1024)), and vpdpwssd multiplies the keys' int16 dimension pairs (kernels.h: the pair layout
+// of a key block) by the rows' (qh, qh') or (ql, ql') pairs. One 512-bit load of a block holds two
+// pairs of dimensions of its eight keys, so the rows' pairs come as vectors of two halves
+// (split_queries). A lane holds one key's sums over at most SCORE_PAIRS / 2 pairs, and the two
+// halves together at most SCORE_PAIRS: below 64 * 32767 * 1024 < 2**31. The score is 1024 hi + lo
+// in float64 (exact, below 2**53). G (<= 6) rows against NB blocks of eight keys per tile, two
+// accumulators per row and block (24 at most of AVX-512's 32 registers).
+constexpr int SCORE_PAIRS = 32;
 
-// Row I (< R rows) of a tile: its accumulators A0..A(W-1) += the scalar S times X0..X(W-1), the
-// shared step of the scores (S a query entry, X converted keys) and the mix (S a weight, X values).
-#define LMZ_RANK1(R, W, I, S, X0, X1, X2, X3, A0, A1, A2, A3) \
-  if constexpr (R > I) {                                       \
-    const __m512d sb = _mm512_set1_pd(S);                      \
-    A0 = _mm512_fmadd_pd(sb, X0, A0);                          \
-    if constexpr (W > 1) A1 = _mm512_fmadd_pd(sb, X1, A1);     \
-    if constexpr (W > 2) A2 = _mm512_fmadd_pd(sb, X2, A2);     \
-    if constexpr (W > 3) A3 = _mm512_fmadd_pd(sb, X3, A3);     \
-  }
-
-// Eight int16 (a key block's entries of one dimension, or eight dimensions of a value row) as doubles.
-inline __m512d load8_pd(const int16_t* p) {
-  return _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+// acc += pairwise products of x and w, w a memory operand. In asm for the reason given at dpwssd.
+inline __m512i dpwssd_m(__m512i acc, __m512i x, const __m512i* w) {
+  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "m"(*w));
+  return acc;
 }
 
+// Row I (< R rows) of a tile, one step of two dimension pairs: its accumulators H0.., L0.. (W
+// of each) += the keys' pairs X0.. times the row's (qh) and (ql) pair vectors QH, QL.
+#define LMZ_PAIR_STEP(R, W, I, QH, QL, X0, X1, X2, X3, H0, H1, H2, H3, L0, L1, L2, L3) \
+  if constexpr (R > I) {                                                             \
+    H0 = dpwssd_m(H0, X0, QH), L0 = dpwssd_m(L0, X0, QL);                            \
+    if constexpr (W > 1) H1 = dpwssd_m(H1, X1, QH), L1 = dpwssd_m(L1, X1, QL);       \
+    if constexpr (W > 2) H2 = dpwssd_m(H2, X2, QH), L2 = dpwssd_m(L2, X2, QL);       \
+    if constexpr (W > 3) H3 = dpwssd_m(H3, X3, QH), L3 = dpwssd_m(L3, X3, QL);       \
+  }
+
+inline __m256i halves(__m512i x) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64(x, 1));
+}
+inline __m512d score_of(__m512i hi, __m512i lo) {
+  return _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(halves(hi)), _mm512_set1_pd(1024.0)),
+                       _mm512_cvtepi32_pd(halves(lo)));
+}
+
+// qh, ql: each row's nv = hdp / 4 pair vectors (split_queries).
 template <int G, int NB>
-__attribute__((noinline)) void score_tile(const ScoreArgs& a, int b) {
-  static_assert(G * NB <= 24, "tile too large for AVX-512's 32 registers");
-  const __m512d z = _mm512_setzero_pd();
-  __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
-  __m512d c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+__attribute__((noinline)) void score_tile(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int nv, int b) {
+  static_assert(2 * G * NB <= 24, "tile too large for AVX-512's 32 registers");
   const size_t bstride = size_t(a.hdp) * KEY_BLOCK;
   const int16_t* base = a.kblk + size_t(b) * bstride;
-  for (int d = 0; d < a.hdp; ++d) {
-    const int16_t* kp = base + d * KEY_BLOCK;
-    const __m512d k0 = load8_pd(kp);
-    __m512d k1 = z, k2 = z, k3 = z;
-    if constexpr (NB > 1) k1 = load8_pd(kp + bstride);
-    if constexpr (NB > 2) k2 = load8_pd(kp + 2 * bstride);
-    if constexpr (NB > 3) k3 = load8_pd(kp + 3 * bstride);
-#define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, NB, I, a.q[I * a.hdp + d], k0, k1, k2, k3, A0, A1, A2, A3)
-    LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
-    LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
-#undef LMZ_ROW
-  }
-  // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries).
   double* s = a.s + size_t(b) * KEY_BLOCK;
-#define LMZ_ST(I, A0, A1, A2, A3)                                                   \
-  if constexpr (G > I) {                                                            \
-    _mm512_storeu_pd(s + I * a.lds, A0);                                            \
-    if constexpr (NB > 1) _mm512_storeu_pd(s + I * a.lds + KEY_BLOCK, A1);          \
-    if constexpr (NB > 2) _mm512_storeu_pd(s + I * a.lds + 2 * KEY_BLOCK, A2);      \
-    if constexpr (NB > 3) _mm512_storeu_pd(s + I * a.lds + 3 * KEY_BLOCK, A3);      \
+  for (int v0 = 0; v0 < nv; v0 += SCORE_PAIRS / 2) {
+    const int v1 = nv < v0 + SCORE_PAIRS / 2 ? nv : v0 + SCORE_PAIRS / 2;
+    const __m512i z = _mm512_setzero_si512();
+    __m512i h00 = z, h01 = z, h02 = z, h03 = z, h10 = z, h11 = z, h12 = z, h13 = z, h20 = z, h21 = z, h22 = z, h23 = z;
+    __m512i l00 = z, l01 = z, l02 = z, l03 = z, l10 = z, l11 = z, l12 = z, l13 = z, l20 = z, l21 = z, l22 = z, l23 = z;
+    __m512i h30 = z, h31 = z, h40 = z, h41 = z, h50 = z, h51 = z, l30 = z, l31 = z, l40 = z, l41 = z, l50 = z, l51 = z;
+    for (int v = v0; v < v1; ++v) {
+      const int16_t* kp = base + v * 4 * KEY_BLOCK;
+      const __m512i k0 = _mm512_loadu_si512(kp);
+      __m512i k1 = z, k2 = z, k3 = z;
+      if constexpr (NB > 1) k1 = _mm512_loadu_si512(kp + bstride);
+      if constexpr (NB > 2) k2 = _mm512_loadu_si512(kp + 2 * bstride);
+      if constexpr (NB > 3) k3 = _mm512_loadu_si512(kp + 3 * bstride);
+#define LMZ_ROW(I, H0, H1, H2, H3, L0, L1, L2, L3) \
+  LMZ_PAIR_STEP(G, NB, I, qh + I * nv + v, ql + I * nv + v, k0, k1, k2, k3, H0, H1, H2, H3, L0, L1, L2, L3)
+      LMZ_ROW(0, h00, h01, h02, h03, l00, l01, l02, l03) LMZ_ROW(1, h10, h11, h12, h13, l10, l11, l12, l13)
+      LMZ_ROW(2, h20, h21, h22, h23, l20, l21, l22, l23) LMZ_ROW(3, h30, h31, z, z, l30, l31, z, z)
+      LMZ_ROW(4, h40, h41, z, z, l40, l41, z, z) LMZ_ROW(5, h50, h51, z, z, l50, l51, z, z)
+#undef LMZ_ROW
+    }
+    // Whole blocks are stored (the caller's rows hold a multiple of KEY_BLOCK entries); a later
+    // part of the dimensions adds to them.
+#define LMZ_ST1(I, J, H, L)                                                             \
+  if constexpr (G > I && NB > J) {                                                      \
+    double* o = s + I * a.lds + J * KEY_BLOCK;                                          \
+    const __m512d sc = score_of(H, L);                                                  \
+    _mm512_storeu_pd(o, v0 == 0 ? sc : _mm512_add_pd(_mm512_loadu_pd(o), sc));          \
   }
-  LMZ_ST(0, c00, c01, c02, c03) LMZ_ST(1, c10, c11, c12, c13) LMZ_ST(2, c20, c21, c22, c23)
-  LMZ_ST(3, c30, c31, c32, c33) LMZ_ST(4, c40, c41, c42, c43) LMZ_ST(5, c50, c51, c52, c53)
+#define LMZ_ST(I, H0, H1, H2, H3, L0, L1, L2, L3) \
+  LMZ_ST1(I, 0, H0, L0) LMZ_ST1(I, 1, H1, L1) LMZ_ST1(I, 2, H2, L2) LMZ_ST1(I, 3, H3, L3)
+    LMZ_ST(0, h00, h01, h02, h03, l00, l01, l02, l03) LMZ_ST(1, h10, h11, h12, h13, l10, l11, l12, l13)
+    LMZ_ST(2, h20, h21, h22, h23, l20, l21, l22, l23) LMZ_ST(3, h30, h31, z, z, l30, l31, z, z)
+    LMZ_ST(4, h40, h41, z, z, l40, l41, z, z) LMZ_ST(5, h50, h51, z, z, l50, l51, z, z)
 #undef LMZ_ST
+#undef LMZ_ST1
+  }
 }
 
 // Keys stream from memory during decoding: the blocks a few ahead are requested explicitly (as
@@ -201,32 +227,58 @@ inline void prefetch_bytes(const void* p, int bytes) {
 }
 
 template <int G>
-void scores_g(const ScoreArgs& a) {
+void scores_g(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int np) {
+  constexpr int NB = G <= 3 ? 4 : 2;  // 2 G NB accumulators <= 24
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   const int bbytes = a.hdp * KEY_BLOCK * int(sizeof(int16_t));
   auto pf = [&](int p) { if (p < b1) prefetch_bytes(a.kblk + size_t(p) * a.hdp * KEY_BLOCK, bbytes); };
   for (int p = b0; p < b0 + PREFETCH_BLOCKS; ++p) pf(p);
   int b = b0;
-  for (; b + 4 <= b1; b += 4) {
-    for (int t = 0; t < 4; ++t) pf(b + PREFETCH_BLOCKS + t);
-    score_tile<G, 4>(a, b);
+  for (; b + NB <= b1; b += NB) {
+    for (int t = 0; t < NB; ++t) pf(b + PREFETCH_BLOCKS + t);
+    score_tile<G, NB>(a, qh, ql, np, b);
   }
-  if (b + 2 <= b1) {
-    pf(b + PREFETCH_BLOCKS), pf(b + PREFETCH_BLOCKS + 1);
-    score_tile<G, 2>(a, b);
-    b += 2;
-  }
-  if (b < b1) score_tile<G, 1>(a, b);
+  if constexpr (NB > 2)
+    if (b + 2 <= b1) {
+      pf(b + PREFETCH_BLOCKS), pf(b + PREFETCH_BLOCKS + 1);
+      score_tile<G, 2>(a, qh, ql, np, b);
+      b += 2;
+    }
+  for (; b < b1; ++b) score_tile<G, 1>(a, qh, ql, np, b);
 }
 
-void scores_rows(const ScoreArgs& a) {
+// The rows' query entries as vpdpwssd operands: for every two dimension pairs (2v, 2v + 1), a
+// vector whose low half repeats the (qh, qh') dword of pair 2v and whose high half that of pair
+// 2v + 1 (the layout of a block's 512-bit load), and the same of the ql parts.
+void split_queries(const double* q, int G, int hdp, __m512i* qh, __m512i* ql) {
+  const int nv = hdp / 4;
+  for (int g = 0; g < G; ++g)
+    for (int v = 0; v < nv; ++v) {
+      int32_t hw[2], lw[2];
+      for (int h = 0; h < 2; ++h) {
+        int32_t hi[2], lo[2];
+        for (int t = 0; t < 2; ++t) {
+          const int32_t x = int32_t(q[g * hdp + 4 * v + 2 * h + t]);  // an integer, |x| <= 2**20
+          hi[t] = x >> 10;  // arithmetic: x = 1024 hi + lo, 0 <= lo < 1024
+          lo[t] = x - hi[t] * 1024;
+        }
+        hw[h] = int32_t(uint32_t(uint16_t(hi[0])) | (uint32_t(uint16_t(hi[1])) << 16));
+        lw[h] = int32_t(uint32_t(uint16_t(lo[0])) | (uint32_t(uint16_t(lo[1])) << 16));
+      }
+      qh[g * nv + v] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(hw[0])), _mm256_set1_epi32(hw[1]), 1);
+      ql[g * nv + v] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(lw[0])), _mm256_set1_epi32(lw[1]), 1);
+    }
+}
+
+void scores_rows(const ScoreArgs& a, const __m512i* qh, const __m512i* ql) {
+  const int np = a.hdp / 4;
   switch (a.G) {
-    case 1: scores_g<1>(a); break;
-    case 2: scores_g<2>(a); break;
-    case 3: scores_g<3>(a); break;
-    case 4: scores_g<4>(a); break;
-    case 5: scores_g<5>(a); break;
-    default: scores_g<6>(a); break;
+    case 1: scores_g<1>(a, qh, ql, np); break;
+    case 2: scores_g<2>(a, qh, ql, np); break;
+    case 3: scores_g<3>(a, qh, ql, np); break;
+    case 4: scores_g<4>(a, qh, ql, np); break;
+    case 5: scores_g<5>(a, qh, ql, np); break;
+    default: scores_g<6>(a, qh, ql, np); break;
   }
 }
 
@@ -261,27 +313,45 @@ void key_remainders(const ScoreArgs& a) {
 
 void scores(const ScoreArgs& a) {
   if (a.kmask) prefetch_key_remainders(a);
+  // 96 KB each at most (12 rows of 512 dimensions), too much for some threads' stacks
+  static thread_local __m512i qh[MAX_GROUP * MAX_HDP / 4], ql[MAX_GROUP * MAX_HDP / 4];
+  split_queries(a.q, a.G, a.hdp, qh, ql);
+  const int np = a.hdp / 4;
   if (a.G <= TILE_ROWS) {
-    scores_rows(a);
-    if (a.kmask) key_remainders(a);
-    return;
-  }
-  // More rows than a tile (the full-sequence forward): keys in runs of 64 (in L1 after the first
-  // tile of rows), every tile of rows against each run.
-  constexpr int RUN = 64;
-  for (int j0 = a.j0 / KEY_BLOCK * KEY_BLOCK; j0 < a.j1; j0 += RUN) {
-    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
-      ScoreArgs t = a;
-      t.q = a.q + r0 * a.hdp;
-      t.s = a.s + r0 * a.lds;
-      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
-      t.j0 = j0;
-      t.j1 = a.j1 < j0 + RUN ? a.j1 : j0 + RUN;
-      scores_rows(t);
+    scores_rows(a, qh, ql);
+  } else {
+    // More rows than a tile (the full-sequence forward): keys in runs of 64 (in L1 after the
+    // first tile of rows), every tile of rows against each run.
+    constexpr int RUN = 64;
+    for (int j0 = a.j0 / KEY_BLOCK * KEY_BLOCK; j0 < a.j1; j0 += RUN) {
+      for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+        ScoreArgs t = a;
+        t.q = a.q + r0 * a.hdp;
+        t.s = a.s + r0 * a.lds;
+        t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+        t.j0 = j0;
+        t.j1 = a.j1 < j0 + RUN ? a.j1 : j0 + RUN;
+        scores_rows(t, qh + r0 * np, ql + r0 * np);
+      }
     }
   }
   if (a.kmask) key_remainders(a);
 }
+
+// Eight int16 (eight dimensions of a value row) as doubles.
+inline __m512d load8_pd(const int16_t* p) {
+  return _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// Row I (< R rows) of a tile: its accumulators A0..A(W-1) += the scalar S times X0..X(W-1).
+#define LMZ_RANK1(R, W, I, S, X0, X1, X2, X3, A0, A1, A2, A3) \
+  if constexpr (R > I) {                                       \
+    const __m512d sb = _mm512_set1_pd(S);                      \
+    A0 = _mm512_fmadd_pd(sb, X0, A0);                          \
+    if constexpr (W > 1) A1 = _mm512_fmadd_pd(sb, X1, A1);     \
+    if constexpr (W > 2) A2 = _mm512_fmadd_pd(sb, X2, A2);     \
+    if constexpr (W > 3) A3 = _mm512_fmadd_pd(sb, X3, A3);     \
+  }
 
 // Mix: G (<= 6) weight rows against value rows; DW zmm (8 dimensions each) of every row per
 // pass, walking the keys in order (each value row is read as consecutive bytes).

@@ -41,9 +41,9 @@ void scores(const ScoreArgs& a) {
   for (int g = 0; g < a.G; ++g) {
     const double* q = a.q + g * a.hdp;
     for (int j = a.j0; j < a.j1; ++j) {
-      const int16_t* blk = a.kblk + size_t(j / KEY_BLOCK) * a.hdp * KEY_BLOCK + j % KEY_BLOCK;
+      const int16_t* blk = a.kblk + size_t(j / KEY_BLOCK) * a.hdp * KEY_BLOCK;
       int64_t acc = 0;  // |q|, |k| <= 2**20: exact in int64 as in float64
-      for (int d = 0; d < a.hdp; ++d) acc += int64_t(q[d]) * blk[d * KEY_BLOCK];
+      for (int d = 0; d < a.hdp; ++d) acc += int64_t(q[d]) * blk[key_entry(j, d)];
       a.s[g * a.lds + j] = double(acc);
     }
   }

@@ -149,13 +149,13 @@ inline int16_t narrow_part(int32_t x) { return int16_t(x < -KV_NARROW ? -KV_NARR
 }  // namespace
 
 void Cache::put_key(int layer, int b, int g, int64_t p, const double* x, int hd) {
-  int16_t* kb = keys(layer, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK + p % KEY_BLOCK;
+  int16_t* kb = keys(layer, b, g) + size_t(p / KEY_BLOCK) * hdp * KEY_BLOCK;
   uint64_t* mask = key_mask(layer, b, g) + size_t(p / KEY_BLOCK) * kmw;
   int32_t* res = key_res(layer, b, g);
   for (int i = 0; i < hd; ++i) {
     const int32_t xi = int32_t(x[i]);
     const int16_t nx = narrow_part(xi);
-    kb[size_t(i) * KEY_BLOCK] = nx;
+    kb[key_entry(int(p % KEY_BLOCK), i)] = nx;
     const uint64_t bit = uint64_t(1) << (i % 64);
     uint64_t* w = mask + i / 64;
     if (xi != nx) __atomic_fetch_or(w, bit, __ATOMIC_RELAXED);

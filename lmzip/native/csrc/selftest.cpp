@@ -79,6 +79,7 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
   for (auto& v : keys) v = int16_t(r.range(-KV_NARROW, KV_NARROW));
   for (auto& v : vals) v = int16_t(r.range(-KV_NARROW, KV_NARROW));
   keys[0] = vals[0] = -KV_NARROW, keys[1] = vals[1] = KV_NARROW;
+  for (int i = 0; i < hdp * KEY_BLOCK; ++i) keys[size_t(hdp * KEY_BLOCK + i)] = -KV_NARROW;  // block 1
   // Remainders beyond int16 in a few marked vectors (and zeros under some marks, as stale bits leave).
   const int kmw = (hdp + 63) / 64;
   const size_t rstride = size_t(blocks) * KEY_BLOCK;
@@ -96,6 +97,12 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
   for (const int G : {1, 3, 6, 12}) {
     std::vector<double> q(size_t(G) * hdp);
     for (auto& v : q) v = double(r.range(-(1 << 20), 1 << 20));
+    // The integer scores' extremes: rows of +-2**20 and 2**20 - 1 against a block of -KV_NARROW.
+    for (int d = 0; d < hdp; ++d) {
+      q[size_t(d)] = double(1 << 20);
+      if (G > 1) q[size_t(hdp + d)] = -double(1 << 20);
+      if (G > 2) q[size_t(2 * hdp + d)] = double((1 << 20) - 1);
+    }
     const size_t lds = size_t(blocks) * KEY_BLOCK;
     std::vector<double> s0(size_t(G) * lds, 0.0), s1(s0);
     const ScoreArgs sa{q.data(), G, hdp, keys.data(), 0, L, s0.data(), lds, kmask.data(), kmw, kres.data(), rstride};
