@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": bench_steps(lm, rt, [int(x) for x in a.batches.split(",")], [int(x) for x in a.contexts.split(",")],
                                  a.steps, bw),
             "forward": bench_forward(lm, rt, a.window, 1024) if a.window else None,
-            "predictor": bench_predictor(lm, rt, a.predictor_tokens),
+            "predictor": bench_predictor(lm, rt, a.predictor_tokens) if a.predictor_tokens else None,
         }
         del lm
     if native.available():
