@@ -16,7 +16,7 @@ enum SimdLevel : int { SIMD_PORTABLE = 0, SIMD_AVX2 = 1, SIMD_AVX512VNNI = 2 };
 // Activations are int16 rows padded with zeros to a multiple of K_ALIGN; weight rows likewise.
 constexpr int K_ALIGN = 32;
 // Key/value head dimensions are padded to a multiple of this (zeros), and keys are stored in
-// blocks of KEY_BLOCK positions, dimension-major inside a block.
+// blocks of KEY_BLOCK positions, in dimension pairs inside a block (key_entry below).
 constexpr int HD_ALIGN = 8;
 constexpr int KEY_BLOCK = 8;
 // Keys and values are integers of at most 21 bits, nearly all below 2**15: the kernels read
@@ -26,6 +26,7 @@ constexpr int KV_NARROW = 32767;
 // Inside a key block, dimensions go in pairs: entry (key j, dimension d) of the block is at
 // (d / 2) * 2 * KEY_BLOCK + (j % KEY_BLOCK) * 2 + d % 2, so that one int32 holds one key's two
 // dimensions, as vpdpwssd / vpmaddwd multiply them (hdp is even).
+// (Outside the SIMD kernel files only: see the note at the top.)
 inline int key_entry(int j, int d) { return (d / 2) * 2 * KEY_BLOCK + (j % KEY_BLOCK) * 2 + d % 2; }
 constexpr int MAX_HDP = 512;  // head dimensions the kernels take (padded)
 // Query rows attended together (they share every key and value load; kernels work on tiles of
@@ -188,6 +189,11 @@ const DenseKernels& dense();
 const DenseKernels& dense_for(int level);
 void set_dense_level(int level);
 int dense_level();
+
+// The integer scores' split of G query rows (exact integers, |q| <= 2**20): q = 1024 qh + ql with
+// qh in [-1024, 1024] and ql in [0, 1024), both int16, one dword per dimension pair (low half:
+// the even dimension), as vpdpwssd / vpmaddwd multiply a key's pair: qh[g * hdp / 2 + p].
+void split_query_pairs(const double* q, int G, int hdp, int32_t* qh, int32_t* ql);
 
 void matmul_portable(const MatmulArgs&);
 void scores_portable(const ScoreArgs&);

@@ -578,21 +578,6 @@ void matmul(const MatmulArgs& a) {
 // of eight keys per tile, two accumulators per row and block (12 at most of AVX2's 16 registers).
 constexpr int SCORE_PAIRS = 32;
 
-void split_queries(const double* q, int G, int hdp, int32_t* qh, int32_t* ql) {
-  const int np = hdp / 2;
-  for (int g = 0; g < G; ++g)
-    for (int p = 0; p < np; ++p) {
-      int32_t hi[2], lo[2];
-      for (int t = 0; t < 2; ++t) {
-        const int32_t x = int32_t(q[g * hdp + 2 * p + t]);  // an integer, |x| <= 2**20
-        hi[t] = x >> 10;  // arithmetic: x = 1024 hi + lo, 0 <= lo < 1024
-        lo[t] = x - hi[t] * 1024;
-      }
-      qh[g * np + p] = int32_t(uint32_t(uint16_t(hi[0])) | (uint32_t(uint16_t(hi[1])) << 16));
-      ql[g * np + p] = int32_t(uint32_t(uint16_t(lo[0])) | (uint32_t(uint16_t(lo[1])) << 16));
-    }
-}
-
 inline void store_scores(double* o, __m256i hi, __m256i lo, bool add) {
   const __m256d k = _mm256_set1_pd(1024.0);
   const __m256d s0 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)), k),
@@ -686,18 +671,6 @@ inline void tile_block(const ScoreArgs& a, const int32_t* qh, const int32_t* ql,
 
 // The keys' remainders beyond int16 (kernels.h), added to the stored scores of their blocks:
 // rare (a head's one or two outlier dimensions), so a pass over the rows in L1 suffices.
-// Their planes are apart from the narrow blocks and cold: requested before the scores' pass,
-// they arrive while it runs (measured: without, a miss per line made this pass a third as long
-// as the scores' own).
-void prefetch_key_remainders(const ScoreArgs& a) {
-  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
-  for (int b = b0; b < b1; ++b)
-    for (int w = 0; w < a.kmw; ++w)
-      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1)
-        _mm_prefetch(reinterpret_cast<const char*>(a.kres + size_t(w * 64 + __builtin_ctzll(m)) * a.kres_stride +
-                                                   size_t(b) * KEY_BLOCK), _MM_HINT_T0);
-}
-
 void key_remainders(const ScoreArgs& a) {
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   for (int b = b0; b < b1; ++b)
@@ -717,9 +690,8 @@ void key_remainders(const ScoreArgs& a) {
 }
 
 void scores(const ScoreArgs& a) {
-  if (a.kmask) prefetch_key_remainders(a);
   int32_t qh[MAX_GROUP * MAX_HDP / 2], ql[MAX_GROUP * MAX_HDP / 2];
-  split_queries(a.q, a.G, a.hdp, qh, ql);
+  split_query_pairs(a.q, a.G, a.hdp, qh, ql);
   const int np = a.hdp / 2;
   if (a.G > TILE_ROWS) {  // each key block once from L3, then from L1 for every tile of rows
     const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
@@ -835,13 +807,6 @@ inline void mix_rows(const MixArgs& a, int jb, int je) {
 }
 
 // The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
-void prefetch_value_remainders(const MixArgs& a) {
-  for (int j = a.j0; j < a.j1; ++j)
-    for (uint64_t m = a.vmask[j]; m; m &= m - 1)
-      _mm_prefetch(reinterpret_cast<const char*>(a.vres + (size_t(__builtin_ctzll(m)) * a.vres_stride + size_t(j)) * 8),
-                   _MM_HINT_T0);
-}
-
 void value_remainders(const MixArgs& a) {
   for (int j = a.j0; j < a.j1; ++j)
     for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
@@ -861,7 +826,6 @@ void value_remainders(const MixArgs& a) {
 }
 
 void mix(const MixArgs& a) {
-  if (a.vmask) prefetch_value_remainders(a);
   constexpr int BLK = 64;  // 64 value rows: 8 KB, kept in L1 across the tiles of query rows
   for (int jb = a.j0; jb < a.j1; jb += BLK) {
     const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;

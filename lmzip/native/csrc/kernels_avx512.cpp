@@ -143,7 +143,7 @@ void matmul(const MatmulArgs& a) {
 // [0, 1024)), and vpdpwssd multiplies the keys' int16 dimension pairs (kernels.h: the pair layout
 // of a key block) by the rows' (qh, qh') or (ql, ql') pairs. One 512-bit load of a block holds two
 // pairs of dimensions of its eight keys, so the rows' pairs come as vectors of two halves
-// (split_queries). A lane holds one key's sums over at most SCORE_PAIRS / 2 pairs, and the two
+// (pair_vectors). A lane holds one key's sums over at most SCORE_PAIRS / 2 pairs, and the two
 // halves together at most SCORE_PAIRS: below 64 * 32767 * 1024 < 2**31. The score is 1024 hi + lo
 // in float64 (exact, below 2**53). G (<= 6) rows against NB blocks of eight keys per tile, two
 // accumulators per row and block (24 at most of AVX-512's 32 registers).
@@ -173,7 +173,7 @@ inline __m512d score_of(__m512i hi, __m512i lo) {
                        _mm512_cvtepi32_pd(halves(lo)));
 }
 
-// qh, ql: each row's nv = hdp / 4 pair vectors (split_queries).
+// qh, ql: each row's nv = hdp / 4 pair vectors (pair_vectors).
 template <int G, int NB>
 __attribute__((noinline)) void score_tile(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int nv, int b) {
   static_assert(2 * G * NB <= 24, "tile too large for AVX-512's 32 registers");
@@ -227,7 +227,7 @@ inline void prefetch_bytes(const void* p, int bytes) {
 }
 
 template <int G>
-void scores_g(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int np) {
+void scores_g(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int nv) {
   constexpr int NB = G <= 3 ? 4 : 2;  // 2 G NB accumulators <= 24
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   const int bbytes = a.hdp * KEY_BLOCK * int(sizeof(int16_t));
@@ -236,66 +236,43 @@ void scores_g(const ScoreArgs& a, const __m512i* qh, const __m512i* ql, int np) 
   int b = b0;
   for (; b + NB <= b1; b += NB) {
     for (int t = 0; t < NB; ++t) pf(b + PREFETCH_BLOCKS + t);
-    score_tile<G, NB>(a, qh, ql, np, b);
+    score_tile<G, NB>(a, qh, ql, nv, b);
   }
   if constexpr (NB > 2)
     if (b + 2 <= b1) {
       pf(b + PREFETCH_BLOCKS), pf(b + PREFETCH_BLOCKS + 1);
-      score_tile<G, 2>(a, qh, ql, np, b);
+      score_tile<G, 2>(a, qh, ql, nv, b);
       b += 2;
     }
-  for (; b < b1; ++b) score_tile<G, 1>(a, qh, ql, np, b);
+  for (; b < b1; ++b) score_tile<G, 1>(a, qh, ql, nv, b);
 }
 
-// The rows' query entries as vpdpwssd operands: for every two dimension pairs (2v, 2v + 1), a
-// vector whose low half repeats the (qh, qh') dword of pair 2v and whose high half that of pair
-// 2v + 1 (the layout of a block's 512-bit load), and the same of the ql parts.
-void split_queries(const double* q, int G, int hdp, __m512i* qh, __m512i* ql) {
+// The rows' query pairs (split_query_pairs) as vpdpwssd operands: for every two dimension pairs
+// (2v, 2v + 1), a vector whose low half repeats pair 2v's dword and whose high half pair 2v + 1's
+// (the layout of a block's 512-bit load).
+void pair_vectors(const int32_t* pairs, int G, int hdp, __m512i* out) {
   const int nv = hdp / 4;
   for (int g = 0; g < G; ++g)
     for (int v = 0; v < nv; ++v) {
-      int32_t hw[2], lw[2];
-      for (int h = 0; h < 2; ++h) {
-        int32_t hi[2], lo[2];
-        for (int t = 0; t < 2; ++t) {
-          const int32_t x = int32_t(q[g * hdp + 4 * v + 2 * h + t]);  // an integer, |x| <= 2**20
-          hi[t] = x >> 10;  // arithmetic: x = 1024 hi + lo, 0 <= lo < 1024
-          lo[t] = x - hi[t] * 1024;
-        }
-        hw[h] = int32_t(uint32_t(uint16_t(hi[0])) | (uint32_t(uint16_t(hi[1])) << 16));
-        lw[h] = int32_t(uint32_t(uint16_t(lo[0])) | (uint32_t(uint16_t(lo[1])) << 16));
-      }
-      qh[g * nv + v] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(hw[0])), _mm256_set1_epi32(hw[1]), 1);
-      ql[g * nv + v] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(lw[0])), _mm256_set1_epi32(lw[1]), 1);
+      const int32_t* p = pairs + g * (hdp / 2) + 2 * v;
+      out[g * nv + v] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(p[0])), _mm256_set1_epi32(p[1]), 1);
     }
 }
 
 void scores_rows(const ScoreArgs& a, const __m512i* qh, const __m512i* ql) {
-  const int np = a.hdp / 4;
+  const int nv = a.hdp / 4;
   switch (a.G) {
-    case 1: scores_g<1>(a, qh, ql, np); break;
-    case 2: scores_g<2>(a, qh, ql, np); break;
-    case 3: scores_g<3>(a, qh, ql, np); break;
-    case 4: scores_g<4>(a, qh, ql, np); break;
-    case 5: scores_g<5>(a, qh, ql, np); break;
-    default: scores_g<6>(a, qh, ql, np); break;
+    case 1: scores_g<1>(a, qh, ql, nv); break;
+    case 2: scores_g<2>(a, qh, ql, nv); break;
+    case 3: scores_g<3>(a, qh, ql, nv); break;
+    case 4: scores_g<4>(a, qh, ql, nv); break;
+    case 5: scores_g<5>(a, qh, ql, nv); break;
+    default: scores_g<6>(a, qh, ql, nv); break;
   }
 }
 
 // The keys' remainders beyond int16 (kernels.h), added to the stored scores of their blocks:
 // rare (a head's one or two outlier dimensions), so a pass over the rows in L1 suffices.
-// Their planes are apart from the narrow blocks and cold: requested before the scores' pass,
-// they arrive while it runs (measured: without, a miss per line made this pass a third as long
-// as the scores' own).
-void prefetch_key_remainders(const ScoreArgs& a) {
-  const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
-  for (int b = b0; b < b1; ++b)
-    for (int w = 0; w < a.kmw; ++w)
-      for (uint64_t m = a.kmask[size_t(b) * a.kmw + w]; m; m &= m - 1)
-        _mm_prefetch(reinterpret_cast<const char*>(a.kres + size_t(w * 64 + __builtin_ctzll(m)) * a.kres_stride +
-                                                   size_t(b) * KEY_BLOCK), _MM_HINT_T0);
-}
-
 void key_remainders(const ScoreArgs& a) {
   const int b0 = a.j0 / KEY_BLOCK, b1 = (a.j1 + KEY_BLOCK - 1) / KEY_BLOCK;
   for (int b = b0; b < b1; ++b)
@@ -312,11 +289,13 @@ void key_remainders(const ScoreArgs& a) {
 }
 
 void scores(const ScoreArgs& a) {
-  if (a.kmask) prefetch_key_remainders(a);
   // 96 KB each at most (12 rows of 512 dimensions), too much for some threads' stacks
+  static thread_local int32_t ph[MAX_GROUP * MAX_HDP / 2], pl[MAX_GROUP * MAX_HDP / 2];
   static thread_local __m512i qh[MAX_GROUP * MAX_HDP / 4], ql[MAX_GROUP * MAX_HDP / 4];
-  split_queries(a.q, a.G, a.hdp, qh, ql);
-  const int np = a.hdp / 4;
+  split_query_pairs(a.q, a.G, a.hdp, ph, pl);
+  pair_vectors(ph, a.G, a.hdp, qh);
+  pair_vectors(pl, a.G, a.hdp, ql);
+  const int nv = a.hdp / 4;
   if (a.G <= TILE_ROWS) {
     scores_rows(a, qh, ql);
   } else {
@@ -331,7 +310,7 @@ void scores(const ScoreArgs& a) {
         t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
         t.j0 = j0;
         t.j1 = a.j1 < j0 + RUN ? a.j1 : j0 + RUN;
-        scores_rows(t, qh + r0 * np, ql + r0 * np);
+        scores_rows(t, qh + r0 * nv, ql + r0 * nv);
       }
     }
   }
@@ -417,13 +396,6 @@ inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
 }
 
 // The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
-void prefetch_value_remainders(const MixArgs& a) {
-  for (int j = a.j0; j < a.j1; ++j)
-    for (uint64_t m = a.vmask[j]; m; m &= m - 1)
-      _mm_prefetch(reinterpret_cast<const char*>(a.vres + (size_t(__builtin_ctzll(m)) * a.vres_stride + size_t(j)) * 8),
-                   _MM_HINT_T0);
-}
-
 void value_remainders(const MixArgs& a) {
   for (int j = a.j0; j < a.j1; ++j)
     for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
@@ -440,7 +412,6 @@ void value_remainders(const MixArgs& a) {
 }
 
 void mix(const MixArgs& a) {
-  if (a.vmask) prefetch_value_remainders(a);
   constexpr int BLK = 64;  // value rows kept in L1 across the passes and tiles of query rows
   for (int jb = a.j0; jb < a.j1; jb += BLK) {
     const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;

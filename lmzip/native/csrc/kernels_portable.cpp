@@ -95,6 +95,21 @@ int64_t weights(const WeightArgs& a) {
 
 }  // namespace
 
+void split_query_pairs(const double* q, int G, int hdp, int32_t* qh, int32_t* ql) {
+  const int np = hdp / 2;
+  for (int g = 0; g < G; ++g)
+    for (int p = 0; p < np; ++p) {
+      uint32_t hi[2], lo[2];
+      for (int t = 0; t < 2; ++t) {
+        const int32_t x = int32_t(q[g * hdp + 2 * p + t]);
+        const int32_t h = x >> 10;  // arithmetic: x = 1024 h + (x - 1024 h), the rest in [0, 1024)
+        hi[t] = uint16_t(h), lo[t] = uint16_t(x - h * 1024);
+      }
+      qh[g * np + p] = int32_t(hi[0] | (hi[1] << 16));
+      ql[g * np + p] = int32_t(lo[0] | (lo[1] << 16));
+    }
+}
+
 void matmul_portable(const MatmulArgs& a) { matmul(a); }
 void scores_portable(const ScoreArgs& a) { scores(a); }
 void mix_portable(const MixArgs& a) { mix(a); }

@@ -76,11 +76,9 @@ struct Tables {
   std::vector<double> sigmoid;             // sigmoid((i - 16384) / 1024) * 2**24
 };
 
-// Keys and values of B streams, integers in int32 (|x| <= 2**20, exact; the reference holds
-// them in float64). Keys: per (layer, stream, kv head) blocks of KEY_BLOCK positions,
-// dimension-major; values: position-major rows of hdp.
 // Keys and values of every layer, stream and kv head, as the kernels read them: int16 narrow
-// parts (kernels.h, KV_NARROW), keys in blocks of KEY_BLOCK positions (dimension-major), values
+// parts (kernels.h, KV_NARROW), keys in blocks of KEY_BLOCK positions (dimension pairs
+// outermost, kernels.h key_entry), values
 // one row of hdp per position. What a narrow part leaves out, x - clamp(x) (keys and values are
 // 21-bit integers, a few in a hundred of them beyond 2**15, most in one or two "outlier"
 // dimensions of a head), is kept apart, and the attention kernels add it (kernels.h):
@@ -129,7 +127,7 @@ struct Cache {
   // Key vectors (a block's 8 entries of one dimension) and value groups (8 dimensions of one
   // position) marked as holding remainders, over every layer, stream and head.
   std::pair<int64_t, int64_t> marked() const;
-  size_t nbytes() const;  // bytes held: narrow parts, masks, and the remainder planes' pages in use
+  size_t nbytes() const;  // bytes held: narrow parts, masks, and the marked remainder vectors
   void copy_stream(int slot, const Cache& other, int other_slot);
   void keep(const std::vector<int>& slots);
 };
