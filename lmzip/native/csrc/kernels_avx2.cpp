@@ -451,17 +451,28 @@ const DenseKernels dense_avx2 = {d_max, d_exp_weights, d_scale<int32_t>, d_sum32
 
 namespace {
 
-// vpmaddwd adds two products of |x| <= 32639 and |w| <= 128 per int32 lane; 128 of them
-// stay below 2**31, so int32 lanes are flushed to int64 every 2048 k.
-constexpr int KBLOCK = 2048;
+// vpmaddwd adds two products of |x| <= 32639 and |w| <= 128 per int32 lane. The tiles below
+// reduce their lanes in int32 by fours (a transposing tree of vpaddd / vphaddd) before widening:
+// four lanes hold half of a K block's products, and 512 of them stay below 2**31 (512 * 32639 *
+// 128 = 2139029504), so K blocks are KBLOCK = 1024 long.
+constexpr int KBLOCK = 1024;
 constexpr int GROUP_BYTES = PACK_ROWS * K_ALIGN;
 
-inline int64_t hsum_epi32(__m256i a) {
-  __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(a));
-  __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(a, 1));
-  __m256i s = _mm256_add_epi64(lo, hi);
-  __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-  return _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
+// Sums of four int32 accumulators' lanes, (a, b, c, d) -> int64 x 4: the eight lanes of each
+// added in pairs and fours in int32 (within the bound above), the two 128-bit halves in int64.
+inline __m256i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i u = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  return _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_castsi256_si128(u)), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(u, 1)));
+}
+// out = s on a row's first K block, else out += s: the sums need no zeroed buffer (GCC's memset
+// of one, rep stos, took ~4% of a batch-16 step in perf).
+inline void add4(int64_t* out, __m256i s, bool first) {
+  __m256i* p = reinterpret_cast<__m256i*>(out);
+  _mm256_storeu_si256(p, first ? s : _mm256_add_epi64(_mm256_loadu_si256(p), s));
+}
+inline void add2(int64_t* out, __m128i s, bool first) {
+  __m128i* p = reinterpret_cast<__m128i*>(out);
+  _mm_storeu_si128(p, first ? s : _mm_add_epi64(_mm_loadu_si128(p), s));
 }
 
 inline __m256i load_w16(const int8_t* p) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
@@ -475,6 +486,57 @@ inline void epilogue(const MatmulArgs& a, int m, int n, int64_t acc) {
     const bool big = !(r >= -LOGIT32_LIMIT && r <= LOGIT32_LIMIT);
     if (big) __atomic_store_n(a.clipped, 1, __ATOMIC_RELAXED);
     a.yi32[m * a.ldy + n] = big ? 0 : int32_t(__builtin_nearbyint(r));
+  }
+}
+
+// int64 <-> float64 for |x| < 2**51 (AVX2 has no conversion): x + 2**52 + 2**51 is a double whose
+// low mantissa bits are x, exactly.
+const double MAGIC = 6755399441055744.0;  // 2**52 + 2**51
+inline __m256d i64_to_pd(__m256i x) {
+  const __m256d m = _mm256_set1_pd(MAGIC);
+  return _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(x, _mm256_castpd_si256(m))), m);
+}
+
+// epilogue() for the eight columns of a whole group and one row, four at a time: the same IEEE
+// products in the same order, and the same rounding (the current mode, as nearbyint).
+inline void epilogue8(const MatmulArgs& a, int m, int n, const int64_t* acc) {
+  const __m256d kf = _mm256_set1_pd(a.kf[m]);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i ai = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + 4 * h));
+    // |acc| <= 2**51 for any K below 5 * 10**8; checked, with the scalar epilogue as the way out
+    const __m256i sh = _mm256_add_epi64(ai, _mm256_set1_epi64x(int64_t(1) << 51));  // in [0, 2**52]?
+    const __m256i big = _mm256_or_si256(_mm256_cmpgt_epi64(_mm256_setzero_si256(), sh),
+                                        _mm256_cmpgt_epi64(sh, _mm256_set1_epi64x(int64_t(1) << 52)));
+    const int nn = n + 4 * h;
+    if (!_mm256_testz_si256(big, big)) {
+      for (int j = 0; j < 4; ++j) epilogue(a, m, nn + j, acc[4 * h + j]);
+      continue;
+    }
+    const __m256d r = _mm256_mul_pd(_mm256_mul_pd(i64_to_pd(ai), _mm256_loadu_pd(a.scale + nn)), kf);
+    if (a.y) _mm256_storeu_pd(a.y + m * a.ldy + nn, r);
+    if (a.yi || a.yi32) {
+      const __m256d lim = _mm256_set1_pd(LOGIT32_LIMIT);
+      const __m256d inb = _mm256_and_pd(_mm256_cmp_pd(r, _mm256_sub_pd(_mm256_setzero_pd(), lim), _CMP_GE_OQ),
+                                        _mm256_cmp_pd(r, lim, _CMP_LE_OQ));
+      const __m256d ri = _mm256_round_pd(r, _MM_FROUND_CUR_DIRECTION);
+      if (a.yi32) {
+        const int in = _mm256_movemask_pd(inb);
+        if (in != 15) __atomic_store_n(a.clipped, 1, __ATOMIC_RELAXED);
+        const __m128i v = _mm256_cvtpd_epi32(_mm256_and_pd(ri, inb));  // 0 where out of bounds
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(a.yi32 + m * a.ldy + nn), v);
+      }
+      if (a.yi) {
+        if (_mm256_movemask_pd(inb) == 15) {  // |r| <= 2**30: the conversion's bound holds
+          const __m256d mg = _mm256_set1_pd(MAGIC);
+          const __m256i v = _mm256_sub_epi64(_mm256_castpd_si256(_mm256_add_pd(ri, mg)), _mm256_castpd_si256(mg));
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(a.yi + m * a.ldy + nn), v);
+        } else {
+          double t[4];
+          _mm256_storeu_pd(t, ri);
+          for (int j = 0; j < 4; ++j) a.yi[m * a.ldy + nn + j] = int64_t(t[j]);
+        }
+      }
+    }
   }
 }
 
@@ -496,48 +558,73 @@ __attribute__((noinline)) void group_1x8_block(const int16_t* x, const int8_t* w
     LMZ_ROW(0, a0) LMZ_ROW(1, a1) LMZ_ROW(2, a2) LMZ_ROW(3, a3) LMZ_ROW(4, a4) LMZ_ROW(5, a5) LMZ_ROW(6, a6) LMZ_ROW(7, a7)
 #undef LMZ_ROW
   }
-  out[0] += hsum_epi32(a0), out[1] += hsum_epi32(a1), out[2] += hsum_epi32(a2), out[3] += hsum_epi32(a3);
-  out[4] += hsum_epi32(a4), out[5] += hsum_epi32(a5), out[6] += hsum_epi32(a6), out[7] += hsum_epi32(a7);
+  add4(out, hsum4(a0, a1, a2, a3), k0 == 0);
+  add4(out + 4, hsum4(a4, a5, a6, a7), k0 == 0);
 }
 
 inline void group_1x8(const MatmulArgs& a, int m, int g) {
   const int8_t* w = a.w + size_t(g) * size_t(a.K / K_ALIGN) * GROUP_BYTES;
-  int64_t tot[PACK_ROWS] = {0};
+  alignas(32) int64_t tot[PACK_ROWS];
   for (int k0 = 0; k0 < a.K; k0 += KBLOCK) group_1x8_block(a.x + m * a.ldx, w, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot);
-  for (int j = 0; j < PACK_ROWS; ++j) epilogue(a, m, g * PACK_ROWS + j, tot[j]);
+  if ((g + 1) * PACK_ROWS <= a.n1) {
+    epilogue8(a, m, g * PACK_ROWS, tot);
+  } else {
+    for (int j = 0; j < PACK_ROWS; ++j) epilogue(a, m, g * PACK_ROWS + j, tot[j]);
+  }
 }
 
 // MR (<= 6) activation rows against two weight rows of a group: 12 accumulators at MR = 6, two
-// weight registers and one activation register, within AVX2's 16.
+// weight registers and one activation register, within AVX2's 16. out[i * PACK_ROWS + j]: row i's
+// sum for the pair's column j (the caller offsets out to the pair).
 template <int MR>
 __attribute__((noinline)) void pair_block(const int16_t* x, size_t ldx, const int8_t* w, int k0, int k1, int64_t* out) {
   const __m256i z = _mm256_setzero_si256();
   __m256i a0 = z, a1 = z, a2 = z, a3 = z, a4 = z, a5 = z, b0 = z, b1 = z, b2 = z, b3 = z, b4 = z, b5 = z;
-  for (int k = k0; k < k1; k += 16) {
+  for (unsigned k = unsigned(k0); k < unsigned(k1); k += 16) {
     const int8_t* p = w + size_t(k / K_ALIGN) * GROUP_BYTES + (k % K_ALIGN);
     const __m256i w0 = load_w16(p), w1 = load_w16(p + K_ALIGN);
-#define LMZ_ROW(I, A, B)                                                                         \
-  if constexpr (MR > I) {                                                                        \
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + I * ldx + k));    \
-    A = _mm256_add_epi32(A, _mm256_madd_epi16(xv, w0));                                          \
-    B = _mm256_add_epi32(B, _mm256_madd_epi16(xv, w1));                                          \
+    // Each activation vector is loaded once into a register and used twice, in asm so that GCC
+    // neither folds it into two vpmaddwd memory operands nor hoists all six loads (spilling the
+    // accumulators): either ran the tile at half to two thirds of this speed (Zen 3).
+#define LMZ_ROW(I, A, B)                                                                          \
+  if constexpr (MR > I) {                                                                         \
+    __m256i t, u;                                                                                 \
+    asm("vmovdqu %[p], %[t]\n\t"                                                                \
+        "vpmaddwd %[t], %[w0], %[u]\n\t"                                                          \
+        "vpmaddwd %[t], %[w1], %[t]\n\t"                                                          \
+        "vpaddd %[u], %[a], %[a]\n\t"                                                             \
+        "vpaddd %[t], %[b], %[b]"                                                                 \
+        : [a] "+x"(A), [b] "+x"(B), [t] "=&x"(t), [u] "=&x"(u)                                    \
+        : [p] "m"(*reinterpret_cast<const __m256i*>(x + I * ldx + k)), [w0] "x"(w0), [w1] "x"(w1)); \
   }
     LMZ_ROW(0, a0, b0) LMZ_ROW(1, a1, b1) LMZ_ROW(2, a2, b2) LMZ_ROW(3, a3, b3) LMZ_ROW(4, a4, b4) LMZ_ROW(5, a5, b5)
 #undef LMZ_ROW
   }
-  const __m256i av[6] = {a0, a1, a2, a3, a4, a5}, bv[6] = {b0, b1, b2, b3, b4, b5};
-  for (int i = 0; i < MR; ++i) out[2 * i] += hsum_epi32(av[i]), out[2 * i + 1] += hsum_epi32(bv[i]);
+  // Rows in twos: (a_i, b_i, a_i+1, b_i+1) -> row i's two columns, then row i+1's.
+#define LMZ_SUM2(I, A0, B0, A1, B1)                                                  \
+  if constexpr (MR > I + 1) {                                                        \
+    const __m256i s = hsum4(A0, B0, A1, B1);                                         \
+    add2(out + I * PACK_ROWS, _mm256_castsi256_si128(s), k0 == 0);                   \
+    add2(out + (I + 1) * PACK_ROWS, _mm256_extracti128_si256(s, 1), k0 == 0);        \
+  } else if constexpr (MR > I) {                                                     \
+    add2(out + I * PACK_ROWS, _mm256_castsi256_si128(hsum4(A0, B0, z, z)), k0 == 0); \
+  }
+  LMZ_SUM2(0, a0, b0, a1, b1) LMZ_SUM2(2, a2, b2, a3, b3) LMZ_SUM2(4, a4, b4, a5, b5)
+#undef LMZ_SUM2
 }
 
 template <int MR>
 inline void group_rows(const MatmulArgs& a, int m, int g) {
   const int8_t* w = a.w + size_t(g) * size_t(a.K / K_ALIGN) * GROUP_BYTES;
-  for (int jp = 0; jp < PACK_ROWS / 2; ++jp) {
-    int64_t tot[2 * MR] = {0};
+  alignas(32) int64_t tot[MR * PACK_ROWS];
+  for (int jp = 0; jp < PACK_ROWS / 2; ++jp)
     for (int k0 = 0; k0 < a.K; k0 += KBLOCK)
-      pair_block<MR>(a.x + m * a.ldx, a.ldx, w + jp * 2 * K_ALIGN, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot);
+      pair_block<MR>(a.x + m * a.ldx, a.ldx, w + jp * 2 * K_ALIGN, k0, a.K < k0 + KBLOCK ? a.K : k0 + KBLOCK, tot + jp * 2);
+  if ((g + 1) * PACK_ROWS <= a.n1) {
+    for (int i = 0; i < MR; ++i) epilogue8(a, m + i, g * PACK_ROWS, tot + i * PACK_ROWS);
+  } else {
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < 2; ++j) epilogue(a, m + i, g * PACK_ROWS + jp * 2 + j, tot[2 * i + j]);
+      for (int j = 0; j < PACK_ROWS; ++j) epilogue(a, m + i, g * PACK_ROWS + j, tot[i * PACK_ROWS + j]);
   }
 }
 
@@ -556,6 +643,11 @@ void matmul(const MatmulArgs& a) {
     for (int gb = g0; gb < g1; gb += GB) {
       const int ge = g1 < gb + GB ? g1 : gb + GB;
       for (int g = gb; g < ge; ++g) {
+        if (m0 == 0 && g + 1 < g1) {  // the next group's bytes, from memory while this one computes
+          // (measured on weights streamed from memory: 1.1-1.4x on the whole matmul, Zen 3)
+          const char* nx = reinterpret_cast<const char*>(a.w + size_t(g + 1) * size_t(a.K / K_ALIGN) * GROUP_BYTES);
+          for (int o = 0; o < a.K * PACK_ROWS; o += 64) _mm_prefetch(nx + o, _MM_HINT_T0);
+        }
         int m = m0;
         for (; m + 6 <= m1; m += 6) group_rows<6>(a, m, g);
         switch (m1 - m) {
@@ -843,18 +935,26 @@ void mix(const MixArgs& a) {
 }  // namespace
 
 int64_t dot_peak_avx2(int64_t iters) {
-  __m256i a[12];
-  for (auto& v : a) v = _mm256_setzero_si256();
+  // One asm block on twelve named accumulators: with an array and an asm statement per element,
+  // GCC kept the array on the stack and the figure measured store forwarding (a third of the peak).
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
+          a10 = a0, a11 = a0, t0, t1;
   const __m256i x = _mm256_set1_epi16(3), y = _mm256_set1_epi16(5);
   for (int64_t i = 0; i < iters; ++i) {
-    for (int k = 0; k < 12; ++k) {  // vpmaddwd + vpaddd, as the matmul (asm: kept in registers, not hoisted)
-      __m256i t;
-      asm volatile("vpmaddwd %[x], %[y], %[t]\n\tvpaddd %[t], %[a], %[a]" : [t] "=&x"(t), [a] "+x"(a[k]) : [x] "x"(x), [y] "x"(y));
-    }
+#define LMZ_P(A, T) "vpmaddwd %[x], %[y], %[" T "]\n\tvpaddd %[" T "], %[" A "], %[" A "]\n\t"
+    asm volatile(LMZ_P("a0", "t0") LMZ_P("a1", "t1") LMZ_P("a2", "t0") LMZ_P("a3", "t1") LMZ_P("a4", "t0")
+                     LMZ_P("a5", "t1") LMZ_P("a6", "t0") LMZ_P("a7", "t1") LMZ_P("a8", "t0") LMZ_P("a9", "t1")
+                         LMZ_P("a10", "t0") LMZ_P("a11", "t1")
+                 : [a0] "+x"(a0), [a1] "+x"(a1), [a2] "+x"(a2), [a3] "+x"(a3), [a4] "+x"(a4), [a5] "+x"(a5),
+                   [a6] "+x"(a6), [a7] "+x"(a7), [a8] "+x"(a8), [a9] "+x"(a9), [a10] "+x"(a10), [a11] "+x"(a11),
+                   [t0] "=&x"(t0), [t1] "=&x"(t1)
+                 : [x] "x"(x), [y] "x"(y));
+#undef LMZ_P
   }
-  __m256i s = a[0];
-  for (int k = 1; k < 12; ++k) s = _mm256_add_epi32(s, a[k]);
-  volatile int sink = _mm256_extract_epi32(s, 0);
+  const __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                                     _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
+  const __m256i u = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+  volatile int sink = _mm256_extract_epi32(u, 0);
   (void)sink;
   return iters * 12 * 16;
 }

@@ -26,15 +26,15 @@ struct Rng {
 };
 
 bool same_matmul(const Kernels& k, Rng& r) {
-  for (const int M : {1, 2, 5, 7}) {
-    for (const int K : {64, 2112}) {  // 2112 > 2048: the int32 lanes' flush to int64
+  for (const int M : {1, 2, 5, 7, 16}) {  // 16: two tiles of six rows and one of four
+    for (const int K : {64, 2112}) {  // 2112: several K blocks at every level (int32 lanes flushed to int64)
       for (const int N : {24, 21}) {  // 21: a last group with padding rows (masked epilogues)
         std::vector<int8_t> rows(size_t(N) * K);
         for (auto& w : rows) w = int8_t(r.range(-128, 127));
         std::vector<float> sc(static_cast<size_t>(N));
         for (auto& s : sc) s = float(r.range(1, 1000)) / 997.0f;
         if (K > 2048) {  // a weight row that meets the extreme activation row: the largest lane sums
-          // a K block can hold (the AVX-512 reduction adds four lanes in int32), beyond LOGIT32_LIMIT
+          // a K block can hold (both reductions add four lanes in int32, blocks of 1024 and 2048), beyond LOGIT32_LIMIT
           std::fill(rows.begin(), rows.begin() + K, int8_t(-128));
           sc[0] = 1.0f;
         }
