@@ -92,8 +92,10 @@ struct ScoreArgs {
 };
 
 // num[g * hdp + d] += sum over keys j in [j0, j1) of e[g * lde + j] * v[j * hdp + d] (exact:
-// integers, partial sums < 2**53), v the values' narrow parts in int16. Blocks of keys whose
-// weights are all zero are skipped.
+// integers, partial sums < 2**53), v the values' narrow parts in int16, the weights integers in
+// [0, MIX_WEIGHT_MAX] (the attention exp table's range, checked when a model is built; the integer
+// mixes split them in two int16 parts). Blocks of keys whose weights are all zero are skipped.
+constexpr double MIX_WEIGHT_MAX = 1048576.0;  // 2**20
 struct MixArgs {
   const double* e;
   size_t lde;

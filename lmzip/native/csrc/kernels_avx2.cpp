@@ -1,6 +1,7 @@
-// AVX2 kernels (x86-64 with AVX2 + FMA): int16 x int8 dot products with vpmaddwd, integer
-// attention sums with float64 FMAs (every product and partial sum is an integer below 2**53,
-// so the fused multiply-add rounds nothing).
+// AVX2 kernels (x86-64 with AVX2 + FMA): int16 x int8 dot products with vpmaddwd, attention
+// scores and mixes in int32 lanes (vpmaddwd on split operands), the rare remainders beyond int16
+// with float64 FMAs (every product and partial sum is an integer below 2**53, so the fused
+// multiply-add rounds nothing).
 #include "kernels.h"
 
 #if defined(__x86_64__)
@@ -808,11 +809,6 @@ void scores(const ScoreArgs& a) {
   if (a.kmask) key_remainders(a);
 }
 
-// Eight int16 (eight dimensions of a value row) as int32.
-inline __m256i load8_epi32(const int16_t* p) {
-  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 // Weights: round((top - s) * scale) with the SSE4.1 rounding of the current mode (half-even,
 // as the reference's round), clamped, looked up in the table, summed exactly.
 int64_t weights(const WeightArgs& a) {
@@ -842,37 +838,128 @@ int64_t weights(const WeightArgs& a) {
   return z;
 }
 
-// Mix: G weight rows against the value rows of keys [j0, j1), in blocks of 64 keys (their values,
-// 8 KB, stay in L1 across the eight 8-dimension passes), skipping blocks whose weights are all 0.
-template <int G>
-__attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je) {
-  for (int d0 = 0; d0 < a.hdp; d0 += 8) {
-    double* n0 = a.num + d0;
-    __m256d c00 = _mm256_loadu_pd(n0), c01 = _mm256_loadu_pd(n0 + 4), c10 = c00, c11 = c01, c20 = c00, c21 = c01;
-    __m256d c30 = c00, c31 = c01, c40 = c00, c41 = c01, c50 = c00, c51 = c01;
-#define LMZ_LOAD(I, A0, A1) \
-  if constexpr (G > I) A0 = _mm256_loadu_pd(n0 + I * a.hdp), A1 = _mm256_loadu_pd(n0 + I * a.hdp + 4);
-    LMZ_LOAD(1, c10, c11) LMZ_LOAD(2, c20, c21) LMZ_LOAD(3, c30, c31) LMZ_LOAD(4, c40, c41) LMZ_LOAD(5, c50, c51)
-#undef LMZ_LOAD
-    for (int j = jb; j < je; ++j) {
-      const __m256i v8 = load8_epi32(a.v + size_t(j) * a.hdp + d0);
-      const __m256d v0 = _mm256_cvtepi32_pd(_mm256_castsi256_si128(v8));
-      const __m256d v1 = _mm256_cvtepi32_pd(_mm256_extracti128_si256(v8, 1));
-#define LMZ_E(I, A0, A1)                                                 \
-  if constexpr (G > I) {                                                 \
-    const __m256d eb = _mm256_broadcast_sd(a.e + I * a.lde + j);         \
-    A0 = _mm256_fmadd_pd(eb, v0, A0);                                    \
-    A1 = _mm256_fmadd_pd(eb, v1, A1);                                    \
-  }
-      LMZ_E(0, c00, c01) LMZ_E(1, c10, c11) LMZ_E(2, c20, c21) LMZ_E(3, c30, c31) LMZ_E(4, c40, c41) LMZ_E(5, c50, c51)
-#undef LMZ_E
+// Mix in integers. A weight e <= MIX_WEIGHT_MAX = 2**20 is split as 1024 eh + el (eh <= 1024,
+// el < 1024, both int16), and the value rows of two keys j, j+1 are interleaved (vpunpck*wd) so
+// that vpmaddwd multiplies (v_j, v_j+1) by (eh_j, eh_j+1) or (el_j, el_j+1): a pair's sum is at
+// most 2 * 1024 * 32767, and a block's 32 pairs stay below 2**31 in int32 lanes. Per block, the
+// sums go to the float64 numerators as 1024 hi + lo (exact integers below 2**53, so in any order).
+constexpr int MIX_BLOCK = 64;  // keys: 32 pairs; their values (8 KB) stay in L1 across the passes
+
+// The block's weights of up to three rows as int16 pairs: eh[r * 32 + p] = (eh_2p, eh_2p+1).
+struct MixPairs {
+  alignas(32) int32_t hi[3 * MIX_BLOCK / 2], lo[3 * MIX_BLOCK / 2];
+};
+
+inline void split_weights(const MixArgs& a, int rows, int jb, int je, MixPairs& w) {
+  for (int r = 0; r < rows; ++r) {
+    const double* e = a.e + r * a.lde;
+    uint16_t* hi = reinterpret_cast<uint16_t*>(w.hi + r * (MIX_BLOCK / 2));
+    uint16_t* lo = reinterpret_cast<uint16_t*>(w.lo + r * (MIX_BLOCK / 2));
+    int j = jb;
+    for (; j + 4 <= je; j += 4) {
+      const __m128i ei = _mm256_cvttpd_epi32(_mm256_loadu_pd(e + j));  // integers 0..2**20: exact
+      const __m128i h = _mm_srli_epi32(ei, 10), l = _mm_and_si128(ei, _mm_set1_epi32(1023));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(hi + (j - jb)), _mm_packs_epi32(h, h));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(lo + (j - jb)), _mm_packs_epi32(l, l));
     }
-#define LMZ_STORE(I, A0, A1) \
-  if constexpr (G > I) _mm256_storeu_pd(n0 + I * a.hdp, A0), _mm256_storeu_pd(n0 + I * a.hdp + 4, A1);
-    LMZ_STORE(0, c00, c01) LMZ_STORE(1, c10, c11) LMZ_STORE(2, c20, c21) LMZ_STORE(3, c30, c31) LMZ_STORE(4, c40, c41)
-    LMZ_STORE(5, c50, c51)
-#undef LMZ_STORE
+    for (; j < je; ++j) {
+      const int32_t ei = int32_t(e[j]);
+      hi[j - jb] = uint16_t(ei >> 10), lo[j - jb] = uint16_t(ei & 1023);
+    }
+    if ((je - jb) & 1) hi[je - jb] = 0, lo[je - jb] = 0;  // an odd block's last pair: (e_j, 0)
   }
+}
+
+// num[r][d0 .. d0 + 16) for rows r < R from int32 sums: lanes of A are dimensions 0-3 and 8-11
+// (vpunpcklwd's order), of B 4-7 and 12-15.
+inline void add_sums(double* num, __m256i ah, __m256i al, __m256i bh, __m256i bl) {
+  const __m256d k = _mm256_set1_pd(1024.0);
+  auto put = [&](double* o, __m128i h, __m128i l) {
+    const __m256d s = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(h), k), _mm256_cvtepi32_pd(l));
+    _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), s));
+  };
+  put(num, _mm256_castsi256_si128(ah), _mm256_castsi256_si128(al));
+  put(num + 8, _mm256_extracti128_si256(ah, 1), _mm256_extracti128_si256(al, 1));
+  put(num + 4, _mm256_castsi256_si128(bh), _mm256_castsi256_si128(bl));
+  put(num + 12, _mm256_extracti128_si256(bh, 1), _mm256_extracti128_si256(bl, 1));
+}
+
+// R (<= 3) rows against the block's keys [jb, je), 16 dimensions from d0: 4 accumulators a row
+// (hi and lo of two lane sets), 12 at R = 3, with the two interleaved value vectors and a weight
+// broadcast within AVX2's 16 registers. v1 is the second key's row pointer for the last pair
+// (a row of zeros when the block has an odd count).
+template <int R>
+__attribute__((noinline)) void mix16(const MixArgs& a, const MixPairs& w, int jb, int je, int d0, const int16_t* zrow) {
+  const __m256i z = _mm256_setzero_si256();
+  __m256i ah0 = z, al0 = z, bh0 = z, bl0 = z, ah1 = z, al1 = z, bh1 = z, bl1 = z, ah2 = z, al2 = z, bh2 = z, bl2 = z;
+  const size_t hdp = size_t(a.hdp);
+  for (int j = jb; j < je; j += 2) {
+    const int16_t* r0 = a.v + size_t(j) * hdp + d0;
+    const int16_t* r1 = j + 1 < je ? r0 + hdp : zrow;
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1));
+    const __m256i pl = _mm256_unpacklo_epi16(v0, v1), ph = _mm256_unpackhi_epi16(v0, v1);
+    const int p = (j - jb) / 2;
+    // In asm, one row at a time: with intrinsics GCC spilled half of the twelve accumulators.
+#define LMZ_R(I, AH, AL, BH, BL)                                                               \
+  if constexpr (R > I) {                                                                       \
+    __m256i t, u;                                                                              \
+    asm("vpbroadcastd %[eh], %[t]\n\t"                                                         \
+        "vpmaddwd %[t], %[pl], %[u]\n\t"                                                       \
+        "vpaddd %[u], %[ah], %[ah]\n\t"                                                        \
+        "vpmaddwd %[t], %[ph], %[u]\n\t"                                                       \
+        "vpaddd %[u], %[bh], %[bh]\n\t"                                                        \
+        "vpbroadcastd %[el], %[t]\n\t"                                                         \
+        "vpmaddwd %[t], %[pl], %[u]\n\t"                                                       \
+        "vpaddd %[u], %[al], %[al]\n\t"                                                        \
+        "vpmaddwd %[t], %[ph], %[u]\n\t"                                                       \
+        "vpaddd %[u], %[bl], %[bl]"                                                            \
+        : [ah] "+x"(AH), [al] "+x"(AL), [bh] "+x"(BH), [bl] "+x"(BL), [t] "=&x"(t), [u] "=&x"(u) \
+        : [pl] "x"(pl), [ph] "x"(ph), [eh] "m"(w.hi[I * (MIX_BLOCK / 2) + p]),                  \
+          [el] "m"(w.lo[I * (MIX_BLOCK / 2) + p]));                                            \
+  }
+    LMZ_R(0, ah0, al0, bh0, bl0) LMZ_R(1, ah1, al1, bh1, bl1) LMZ_R(2, ah2, al2, bh2, bl2)
+#undef LMZ_R
+  }
+  add_sums(a.num + d0, ah0, al0, bh0, bl0);
+  if constexpr (R > 1) add_sums(a.num + a.hdp + d0, ah1, al1, bh1, bl1);
+  if constexpr (R > 2) add_sums(a.num + 2 * a.hdp + d0, ah2, al2, bh2, bl2);
+}
+
+// The same for the last 8 dimensions when hdp is not a multiple of 16, in 128-bit vectors.
+template <int R>
+__attribute__((noinline)) void mix8(const MixArgs& a, const MixPairs& w, int jb, int je, int d0, const int16_t* zrow) {
+  const __m128i z = _mm_setzero_si128();
+  __m128i ah[3] = {z, z, z}, al[3] = {z, z, z}, bh[3] = {z, z, z}, bl[3] = {z, z, z};
+  const size_t hdp = size_t(a.hdp);
+  for (int j = jb; j < je; j += 2) {
+    const int16_t* r0 = a.v + size_t(j) * hdp + d0;
+    const int16_t* r1 = j + 1 < je ? r0 + hdp : zrow;
+    const __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r0));
+    const __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(r1));
+    const __m128i pl = _mm_unpacklo_epi16(v0, v1), ph = _mm_unpackhi_epi16(v0, v1);  // dims 0-3, 4-7
+    const int p = (j - jb) / 2;
+    for (int i = 0; i < R; ++i) {
+      const __m128i eh = _mm_set1_epi32(w.hi[i * (MIX_BLOCK / 2) + p]), el = _mm_set1_epi32(w.lo[i * (MIX_BLOCK / 2) + p]);
+      ah[i] = _mm_add_epi32(ah[i], _mm_madd_epi16(pl, eh)), bh[i] = _mm_add_epi32(bh[i], _mm_madd_epi16(ph, eh));
+      al[i] = _mm_add_epi32(al[i], _mm_madd_epi16(pl, el)), bl[i] = _mm_add_epi32(bl[i], _mm_madd_epi16(ph, el));
+    }
+  }
+  const __m256d k = _mm256_set1_pd(1024.0);
+  for (int i = 0; i < R; ++i) {
+    double* o = a.num + i * a.hdp + d0;
+    const __m256d s0 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(ah[i]), k), _mm256_cvtepi32_pd(al[i]));
+    const __m256d s1 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(bh[i]), k), _mm256_cvtepi32_pd(bl[i]));
+    _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), s0));
+    _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), s1));
+  }
+}
+
+template <int R>
+void mix_tile(const MixArgs& a, const MixPairs& w, int jb, int je, const int16_t* zrow) {
+  int d0 = 0;
+  for (; d0 + 16 <= a.hdp; d0 += 16) mix16<R>(a, w, jb, je, d0, zrow);
+  if (d0 < a.hdp) mix8<R>(a, w, jb, je, d0, zrow);
 }
 
 inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
@@ -885,17 +972,6 @@ inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
   }
   const __m256i bits = _mm256_castpd_si256(any);
   return _mm256_testz_si256(bits, bits);  // every weight of the block is +0.0
-}
-
-inline void mix_rows(const MixArgs& a, int jb, int je) {
-  switch (a.G) {
-    case 1: mix_block<1>(a, jb, je); break;
-    case 2: mix_block<2>(a, jb, je); break;
-    case 3: mix_block<3>(a, jb, je); break;
-    case 4: mix_block<4>(a, jb, je); break;
-    case 5: mix_block<5>(a, jb, je); break;
-    default: mix_block<6>(a, jb, je); break;
-  }
 }
 
 // The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
@@ -918,15 +994,27 @@ void value_remainders(const MixArgs& a) {
 }
 
 void mix(const MixArgs& a) {
-  constexpr int BLK = 64;  // 64 value rows: 8 KB, kept in L1 across the tiles of query rows
-  for (int jb = a.j0; jb < a.j1; jb += BLK) {
-    const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
-    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+  alignas(32) static const int16_t zrow[MAX_HDP] = {0};
+  MixPairs w;
+  for (int jb = a.j0; jb < a.j1; jb += MIX_BLOCK) {
+    const int je = a.j1 < jb + MIX_BLOCK ? a.j1 : jb + MIX_BLOCK;
+    if (je < a.j1) {  // the next block's values, from memory while this one computes
+      const char* nx = reinterpret_cast<const char*>(a.v + size_t(je) * a.hdp);
+      const int nb = (a.j1 - je < MIX_BLOCK ? a.j1 - je : MIX_BLOCK) * a.hdp * int(sizeof(int16_t));
+      for (int o = 0; o < nb; o += 64) _mm_prefetch(nx + o, _MM_HINT_T0);
+    }
+    for (int r0 = 0; r0 < a.G; r0 += 3) {  // tiles of three rows; the block's values from L1 after the first
       MixArgs t = a;
-      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+      const int rows = a.G - r0 < 3 ? a.G - r0 : 3;
       t.e = a.e + r0 * a.lde;
       t.num = a.num + r0 * a.hdp;
-      if (!all_zero(t.e, t.lde, t.G, jb, je)) mix_rows(t, jb, je);
+      if (all_zero(t.e, t.lde, rows, jb, je)) continue;
+      split_weights(t, rows, jb, je, w);
+      switch (rows) {
+        case 1: mix_tile<1>(t, w, jb, je, zrow); break;
+        case 2: mix_tile<2>(t, w, jb, je, zrow); break;
+        default: mix_tile<3>(t, w, jb, je, zrow); break;
+      }
     }
   }
   if (a.vmask) value_remainders(a);

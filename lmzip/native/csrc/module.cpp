@@ -318,6 +318,9 @@ PYBIND11_MODULE(_native, m) {
             t.sigmoid.size() != size_t(2 * (16 << 10) + 1) || t.attn_exp.empty() || t.out_exp.empty() ||
             t.attn_exp.back() != 0 || t.out_exp.back() != 0)
           throw std::invalid_argument("lookup tables do not fit the model");
+        for (double e : t.attn_exp)  // the kernels' bound on attention weights (kernels.h)
+          if (!(e >= 0 && e <= MIX_WEIGHT_MAX && e == double(int64_t(e))))
+            throw std::invalid_argument("attention weights must be integers in 0..2**20");
         auto pm = new PyModel;
         pm->model.reset(new Model(c, std::move(t), simd, threads));
         return pm;

@@ -138,10 +138,31 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
   return true;
 }
 
+// The integer mixes' bound: whole blocks of 64 keys whose weights are all 2**20 (the table's
+// largest) against values of -KV_NARROW or KV_NARROW, the largest int32 lane sums a block can hold;
+// G = 5 for tiles of three rows and of two, hdp = 24 for passes of 16 dimensions and of 8.
+bool same_mix_extremes(const Kernels& k, Rng& r) {
+  const int L = 131, G = 5, hdp = 24;
+  std::vector<int16_t> vals(size_t(L) * hdp);
+  for (size_t i = 0; i < vals.size(); ++i)  // keys 0-127: -KV_NARROW (sums of one sign), then +KV_NARROW
+    vals[i] = i < size_t(128) * hdp ? int16_t(-KV_NARROW) : int16_t(KV_NARROW);
+  std::vector<double> e(size_t(G) * L);
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < L; ++j) e[size_t(g) * L + j] = g == 0 ? double(1 << 20) : g == 1 ? double((1 << 20) - 1) : double(r.range(0, 1 << 20));
+  for (int j = 64; j < 128; ++j) e[size_t(2) * L + j] = 0;  // a block of zero weights in one row of a tile
+  std::vector<double> n0(size_t(G) * hdp, 0.0), n1(n0);
+  const MixArgs ma{e.data(), size_t(L), G, hdp, vals.data(), 0, L, n0.data(), nullptr, nullptr, 0};
+  MixArgs mb = ma;
+  mb.num = n1.data();
+  mix_portable(ma);
+  k.mix(mb);
+  return n0 == n1;
+}
+
 bool same_attention(const Kernels& k, Rng& r) {
   for (const int hdp : {16, 72})  // 72: passes of 32 dimensions and of 8 (AVX-512 mix)
     if (!same_attention_shape(k, r, hdp)) return false;
-  return true;
+  return same_mix_extremes(k, r);
 }
 
 }  // namespace
