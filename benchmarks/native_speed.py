@@ -105,7 +105,7 @@ def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps
                 to_numpy(m.head_logits(h))
             dt = (time.perf_counter() - t0) / steps
             kv = 2 * m.cfg.n_layers * m.cfg.n_kv_heads * m.cfg.head_dim * (ctx + steps / 2) * B
-            kv_bytes = kv * (4 if runtime.startswith("native") else 8)
+            kv_bytes = kv * (2 if runtime.startswith("native") else 8)  # int16 narrow parts (remainders: rare)
             row = dict(runtime=runtime, what="step", batch=B, context=ctx, ms=round(dt * 1e3, 2),
                        tokens_per_s=round(B / dt, 1))
             if B == 1 and bandwidth:

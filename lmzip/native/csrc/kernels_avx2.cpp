@@ -697,15 +697,34 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, const int32_t* qh,
       const __m256i k0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp));
       __m256i k1 = z;
       if constexpr (NB > 1) k1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kp + bstride));
-#define LMZ_Q(I, H0, H1, L0, L1)                                                          \
-  if constexpr (G > I) {                                                                  \
-    const __m256i hb = _mm256_set1_epi32(qh[I * np + p]), lb = _mm256_set1_epi32(ql[I * np + p]); \
-    H0 = _mm256_add_epi32(H0, _mm256_madd_epi16(k0, hb));                                 \
-    L0 = _mm256_add_epi32(L0, _mm256_madd_epi16(k0, lb));                                 \
-    if constexpr (NB > 1) {                                                               \
-      H1 = _mm256_add_epi32(H1, _mm256_madd_epi16(k1, hb));                               \
-      L1 = _mm256_add_epi32(L1, _mm256_madd_epi16(k1, lb));                               \
-    }                                                                                     \
+    // In asm, one row at a time: with intrinsics GCC spilled half of the twelve accumulators of
+    // the three-row, two-block tile (the batched decoding step's shape) to the stack.
+#define LMZ_Q(I, H0, H1, L0, L1)                                                                 \
+  if constexpr (G > I) {                                                                         \
+    __m256i t, u;                                                                                \
+    if constexpr (NB > 1) {                                                                      \
+      asm("vpbroadcastd %[qh], %[t]\n\t"                                                         \
+          "vpmaddwd %[t], %[k0], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[h0], %[h0]\n\t"                                                        \
+          "vpmaddwd %[t], %[k1], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[h1], %[h1]\n\t"                                                        \
+          "vpbroadcastd %[ql], %[t]\n\t"                                                         \
+          "vpmaddwd %[t], %[k0], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[l0], %[l0]\n\t"                                                        \
+          "vpmaddwd %[t], %[k1], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[l1], %[l1]"                                                            \
+          : [h0] "+x"(H0), [h1] "+x"(H1), [l0] "+x"(L0), [l1] "+x"(L1), [t] "=&x"(t), [u] "=&x"(u) \
+          : [k0] "x"(k0), [k1] "x"(k1), [qh] "m"(qh[I * np + p]), [ql] "m"(ql[I * np + p]));       \
+    } else {                                                                                     \
+      asm("vpbroadcastd %[qh], %[t]\n\t"                                                         \
+          "vpmaddwd %[t], %[k0], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[h0], %[h0]\n\t"                                                        \
+          "vpbroadcastd %[ql], %[t]\n\t"                                                         \
+          "vpmaddwd %[t], %[k0], %[u]\n\t"                                                       \
+          "vpaddd %[u], %[l0], %[l0]"                                                            \
+          : [h0] "+x"(H0), [l0] "+x"(L0), [t] "=&x"(t), [u] "=&x"(u)                               \
+          : [k0] "x"(k0), [qh] "m"(qh[I * np + p]), [ql] "m"(ql[I * np + p]));                     \
+    }                                                                                            \
   }
       LMZ_Q(0, h00, h01, l00, l01) LMZ_Q(1, h10, h11, l10, l11) LMZ_Q(2, h20, h21, l20, l21)
       LMZ_Q(3, h30, h30, l30, l30) LMZ_Q(4, h40, h40, l40, l40) LMZ_Q(5, h50, h50, l50, l50)
