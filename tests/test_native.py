@@ -206,6 +206,20 @@ def test_rejects_bad_input_like_the_reference():
         nat.new_cache(1, 10**6)
 
 
+
+def test_attention_weights_beyond_the_integer_mix_bound_are_refused(monkeypatch):
+    """The integer mixes split a weight in two int16 parts, so a model whose exp table passes 2**20
+    (the bound of kernels.h) is refused when it is built rather than mixed wrongly."""
+    cfg, w = random_llama(0, max_context=32, **SHAPES[0])
+    ec, t = exact_config(cfg, 32), exact_tensors(cfg, w)
+    real = native.model.luts.exp_table
+    monkeypatch.setattr(native.model.luts, "exp_table", lambda step, bits: real(step, bits) * 2 if bits == 20 else real(step, bits))
+    with pytest.raises(ValueError, match="attention weights"):
+        NativeModel(ec, t)
+    monkeypatch.undo()
+    NativeModel(ec, t)  # the real table passes
+
+
 # -- the adaptive predictor -----------------------------------------------------------------------
 
 EXP = exp_table(10, 30)
