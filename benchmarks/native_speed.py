@@ -97,7 +97,6 @@ def bench_steps(lm, runtime: str, batches: list[int], contexts: list[int], steps
             for b in range(B):
                 cache.copy_stream(b, one, 0)
             m.head_logits(m.hidden(cache, np.repeat(toks[None, ctx : ctx + 1], B, 0)))  # warm-up
-            cache.lengths[:] = ctx
             phases = getattr(getattr(m, "_m", None), "phase_seconds", None)  # the native runtime's split
             # The fastest of `repeats` timings of the same steps: on a shared machine the minimum
             # is the figure least moved by other work (the phases are those of that repeat).

@@ -671,12 +671,18 @@ void matmul(const MatmulArgs& a) {
 // of eight keys per tile, two accumulators per row and block (12 at most of AVX2's 16 registers).
 constexpr int SCORE_PAIRS = 32;
 
+// 1024 hi + lo of four int32 lanes in float64 (exact): the integer scores' and mixes' sums.
+inline __m256d hilo_pd(__m128i hi, __m128i lo) {
+  return _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(hi), _mm256_set1_pd(1024.0)), _mm256_cvtepi32_pd(lo));
+}
+// o[i] (+)= hilo of four lanes, for the mixes' numerators.
+inline void add_hilo(double* o, __m128i hi, __m128i lo) {
+  _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), hilo_pd(hi, lo)));
+}
+
 inline void store_scores(double* o, __m256i hi, __m256i lo, bool add) {
-  const __m256d k = _mm256_set1_pd(1024.0);
-  const __m256d s0 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(hi)), k),
-                                   _mm256_cvtepi32_pd(_mm256_castsi256_si128(lo)));
-  const __m256d s1 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(hi, 1)), k),
-                                   _mm256_cvtepi32_pd(_mm256_extracti128_si256(lo, 1)));
+  const __m256d s0 = hilo_pd(_mm256_castsi256_si128(hi), _mm256_castsi256_si128(lo));
+  const __m256d s1 = hilo_pd(_mm256_extracti128_si256(hi, 1), _mm256_extracti128_si256(lo, 1));
   _mm256_storeu_pd(o, add ? _mm256_add_pd(_mm256_loadu_pd(o), s0) : s0);
   _mm256_storeu_pd(o + 4, add ? _mm256_add_pd(_mm256_loadu_pd(o + 4), s1) : s1);
 }
@@ -864,7 +870,7 @@ int64_t weights(const WeightArgs& a) {
 // sums go to the float64 numerators as 1024 hi + lo (exact integers below 2**53, so in any order).
 constexpr int MIX_BLOCK = 64;  // keys: 32 pairs; their values (8 KB) stay in L1 across the passes
 
-// The block's weights of up to three rows as int16 pairs: eh[r * 32 + p] = (eh_2p, eh_2p+1).
+// The block's weights of up to three rows as int16 pairs: hi[r * 32 + p] = (eh_2p, eh_2p+1), lo alike.
 struct MixPairs {
   alignas(32) int32_t hi[3 * MIX_BLOCK / 2], lo[3 * MIX_BLOCK / 2];
 };
@@ -892,21 +898,16 @@ inline void split_weights(const MixArgs& a, int rows, int jb, int je, MixPairs& 
 // num[r][d0 .. d0 + 16) for rows r < R from int32 sums: lanes of A are dimensions 0-3 and 8-11
 // (vpunpcklwd's order), of B 4-7 and 12-15.
 inline void add_sums(double* num, __m256i ah, __m256i al, __m256i bh, __m256i bl) {
-  const __m256d k = _mm256_set1_pd(1024.0);
-  auto put = [&](double* o, __m128i h, __m128i l) {
-    const __m256d s = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(h), k), _mm256_cvtepi32_pd(l));
-    _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), s));
-  };
-  put(num, _mm256_castsi256_si128(ah), _mm256_castsi256_si128(al));
-  put(num + 8, _mm256_extracti128_si256(ah, 1), _mm256_extracti128_si256(al, 1));
-  put(num + 4, _mm256_castsi256_si128(bh), _mm256_castsi256_si128(bl));
-  put(num + 12, _mm256_extracti128_si256(bh, 1), _mm256_extracti128_si256(bl, 1));
+  add_hilo(num, _mm256_castsi256_si128(ah), _mm256_castsi256_si128(al));
+  add_hilo(num + 8, _mm256_extracti128_si256(ah, 1), _mm256_extracti128_si256(al, 1));
+  add_hilo(num + 4, _mm256_castsi256_si128(bh), _mm256_castsi256_si128(bl));
+  add_hilo(num + 12, _mm256_extracti128_si256(bh, 1), _mm256_extracti128_si256(bl, 1));
 }
 
 // R (<= 3) rows against the block's keys [jb, je), 16 dimensions from d0: 4 accumulators a row
 // (hi and lo of two lane sets), 12 at R = 3, with the two interleaved value vectors and a weight
-// broadcast within AVX2's 16 registers. v1 is the second key's row pointer for the last pair
-// (a row of zeros when the block has an odd count).
+// broadcast within AVX2's 16 registers. zrow (zeros) stands for the second key of an odd
+// block's last pair.
 template <int R>
 __attribute__((noinline)) void mix16(const MixArgs& a, const MixPairs& w, int jb, int je, int d0, const int16_t* zrow) {
   const __m256i z = _mm256_setzero_si256();
@@ -964,13 +965,10 @@ __attribute__((noinline)) void mix8(const MixArgs& a, const MixPairs& w, int jb,
       al[i] = _mm_add_epi32(al[i], _mm_madd_epi16(pl, el)), bl[i] = _mm_add_epi32(bl[i], _mm_madd_epi16(ph, el));
     }
   }
-  const __m256d k = _mm256_set1_pd(1024.0);
   for (int i = 0; i < R; ++i) {
     double* o = a.num + i * a.hdp + d0;
-    const __m256d s0 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(ah[i]), k), _mm256_cvtepi32_pd(al[i]));
-    const __m256d s1 = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(bh[i]), k), _mm256_cvtepi32_pd(bl[i]));
-    _mm256_storeu_pd(o, _mm256_add_pd(_mm256_loadu_pd(o), s0));
-    _mm256_storeu_pd(o + 4, _mm256_add_pd(_mm256_loadu_pd(o + 4), s1));
+    add_hilo(o, ah[i], al[i]);
+    add_hilo(o + 4, bh[i], bl[i]);
   }
 }
 
