@@ -121,11 +121,16 @@ struct WeightArgs {
   int64_t last;
 };
 
+// The largest of s[0 .. n), -inf if n <= 0: a row's top score (exact integers, no NaN, so the
+// order of the comparisons cannot matter).
+using RowMax = double (*)(const double* s, int64_t n);
+
 struct Kernels {
   void (*matmul)(const MatmulArgs&);
   void (*scores)(const ScoreArgs&);
   void (*mix)(const MixArgs&);
   int64_t (*weights)(const WeightArgs&);
+  RowMax row_max;
 };
 
 // The coder's candidate search works on blocks of this many entries of a row.
@@ -201,14 +206,17 @@ void matmul_portable(const MatmulArgs&);
 void scores_portable(const ScoreArgs&);
 void mix_portable(const MixArgs&);
 int64_t weights_portable(const WeightArgs&);
+double row_max_portable(const double* s, int64_t n);
 #if defined(__x86_64__)
 void matmul_avx2(const MatmulArgs&);
 void scores_avx2(const ScoreArgs&);
 void mix_avx2(const MixArgs&);
 int64_t weights_avx2(const WeightArgs&);
+double row_max_avx2(const double* s, int64_t n);
 void matmul_avx512vnni(const MatmulArgs&);
 void scores_avx512(const ScoreArgs&);
 void mix_avx512(const MixArgs&);
+double row_max_avx512(const double* s, int64_t n);
 // The int8 x int16 dot product's peak on this core: the matmul's own instructions on 12
 // independent accumulators, no memory operands, `iters` rounds; returns the products computed.
 int64_t dot_peak_avx2(int64_t iters);

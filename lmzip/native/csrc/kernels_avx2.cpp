@@ -1068,6 +1068,18 @@ void matmul_avx2(const MatmulArgs& a) { matmul(a); }
 void scores_avx2(const ScoreArgs& a) { scores(a); }
 void mix_avx2(const MixArgs& a) { mix(a); }
 int64_t weights_avx2(const WeightArgs& a) { return weights(a); }
+double row_max_avx2(const double* s, int64_t n) {
+  __m256d m0 = _mm256_set1_pd(-__builtin_inf()), m1 = m0;
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) m0 = _mm256_max_pd(m0, _mm256_loadu_pd(s + j)), m1 = _mm256_max_pd(m1, _mm256_loadu_pd(s + j + 4));
+  double t[4];
+  _mm256_storeu_pd(t, _mm256_max_pd(m0, m1));
+  double m = t[0] < t[1] ? t[1] : t[0];
+  m = m < t[2] ? t[2] : m;
+  m = m < t[3] ? t[3] : m;
+  for (; j < n; ++j) m = m < s[j] ? s[j] : m;
+  return m;
+}
 
 }  // namespace lmz
 

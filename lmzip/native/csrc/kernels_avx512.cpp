@@ -5,10 +5,13 @@
 #include "kernels.h"
 
 #if defined(__x86_64__)
+// GCC 12's AVX-512 headers extract halves from _mm256_undefined_si256(): false positives of
+// -Wall (Python's flags) at the headers' lines, so the pragmas come before the include.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #pragma GCC push_options
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // false positives inside GCC 12's AVX-512 headers
 #pragma GCC diagnostic ignored "-Wunused-function"      // dense_impl.h: only the tails of the passes below
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
@@ -159,10 +162,11 @@ inline __m512i dpwssd_m(__m512i acc, __m512i x, const __m512i* w) {
 // of each) += the keys' pairs X0.. times the row's (qh) and (ql) pair vectors QH, QL.
 #define LMZ_PAIR_STEP(R, W, I, QH, QL, X0, X1, X2, X3, H0, H1, H2, H3, L0, L1, L2, L3) \
   if constexpr (R > I) {                                                             \
-    H0 = dpwssd_m(H0, X0, QH), L0 = dpwssd_m(L0, X0, QL);                            \
-    if constexpr (W > 1) H1 = dpwssd_m(H1, X1, QH), L1 = dpwssd_m(L1, X1, QL);       \
-    if constexpr (W > 2) H2 = dpwssd_m(H2, X2, QH), L2 = dpwssd_m(L2, X2, QL);       \
-    if constexpr (W > 3) H3 = dpwssd_m(H3, X3, QH), L3 = dpwssd_m(L3, X3, QL);       \
+    const __m512i qhv = _mm512_loadu_si512(QH), qlv = _mm512_loadu_si512(QL);         \
+    H0 = dpwssd(H0, X0, qhv), L0 = dpwssd(L0, X0, qlv);                              \
+    if constexpr (W > 1) H1 = dpwssd(H1, X1, qhv), L1 = dpwssd(L1, X1, qlv);         \
+    if constexpr (W > 2) H2 = dpwssd(H2, X2, qhv), L2 = dpwssd(L2, X2, qlv);         \
+    if constexpr (W > 3) H3 = dpwssd(H3, X3, qhv), L3 = dpwssd(L3, X3, qlv);         \
   }
 
 inline __m256i halves(__m512i x) {
@@ -218,12 +222,18 @@ __attribute__((noinline)) void score_tile(const ScoreArgs& a, const __m512i* qh,
   }
 }
 
-// Keys stream from memory during decoding: the blocks a few ahead are requested explicitly (as
-// in the AVX2 kernels, where the hardware prefetcher alone left a core at half its bandwidth).
-constexpr int PREFETCH_BLOCKS = 8;
+// Keys and values stream from memory during decoding: the blocks ahead are requested explicitly
+// into L2 (prefetcht1). Measured on a Zen 4 (keys and values of 1440 heads of 1280 positions, two
+// threads): no prefetch 17-18 ms for the scores, 8 blocks ahead into L1 21-22 ms, 16-32 blocks
+// ahead into L2 12-13 ms (a plain read of the same bytes: 7.5 ms). Into L1 the requests pile up
+// in the core's few miss buffers and stall the loads; L2 has room for them.
+constexpr int PREFETCH_BLOCKS = 24;  // key blocks: 24 KB at 64 dimensions
+constexpr int MIX_PREFETCH_BLOCKS = 2;  // value blocks of MIX_BLOCK keys (below): 16 KB at 64 dimensions
+// In asm volatile: GCC's IPA found a helper lambda made only of __builtin_prefetch free of side
+// effects and deleted its calls, so the scores kernel had run without any prefetch.
 inline void prefetch_bytes(const void* p, int bytes) {
   const char* c = static_cast<const char*>(p);
-  for (int o = 0; o < bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+  for (int o = 0; o < bytes; o += 64) asm volatile("prefetcht1 %0" : : "m"(c[o]));
 }
 
 template <int G>
@@ -317,71 +327,145 @@ void scores(const ScoreArgs& a) {
   if (a.kmask) key_remainders(a);
 }
 
-// Eight int16 (eight dimensions of a value row) as doubles.
-inline __m512d load8_pd(const int16_t* p) {
-  return _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+// Mix in integers, as the AVX2 kernel (see there for the bound): a weight e <= 2**20 is split as
+// 1024 eh + el, two keys' value rows are interleaved (vpunpck*wd) and vpdpwssd adds (v_j, v_j+1)
+// times (eh_j, eh_j+1) or (el_j, el_j+1) into int32 lanes over blocks of 64 keys (32 pairs); per
+// block the sums go to the float64 numerators as 1024 hi + lo (exact integers below 2**53).
+constexpr int MIX_BLOCK = 64;  // keys: their values (8 KB at 64 dimensions) stay in L1 across the passes
+
+// The block's weights of up to TILE_ROWS rows as int16 pairs: hi[r * 32 + p] = (eh_2p, eh_2p+1), lo alike.
+struct MixPairs {
+  alignas(64) int32_t hi[TILE_ROWS * MIX_BLOCK / 2], lo[TILE_ROWS * MIX_BLOCK / 2];
+};
+
+inline void split_weights(const MixArgs& a, int rows, int jb, int je, MixPairs& w) {
+  for (int r = 0; r < rows; ++r) {
+    const double* e = a.e + r * a.lde;
+    uint16_t* hi = reinterpret_cast<uint16_t*>(w.hi + r * (MIX_BLOCK / 2));
+    uint16_t* lo = reinterpret_cast<uint16_t*>(w.lo + r * (MIX_BLOCK / 2));
+    for (int j = jb; j < je; j += 8) {  // a last part of the block reads (and stores) zeros
+      const __mmask8 m = je - j >= 8 ? __mmask8(0xff) : __mmask8((1u << (je - j)) - 1);
+      const __m256i ei = _mm512_cvttpd_epi32(_mm512_maskz_loadu_pd(m, e + j));  // integers 0..2**20: exact
+      const __m256i h = _mm256_srli_epi32(ei, 10), l = _mm256_and_si256(ei, _mm256_set1_epi32(1023));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hi + (j - jb)), _mm256_cvtepi32_epi16(h));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + (j - jb)), _mm256_cvtepi32_epi16(l));
+    }
+  }
 }
 
-// Row I (< R rows) of a tile: its accumulators A0..A(W-1) += the scalar S times X0..X(W-1).
-#define LMZ_RANK1(R, W, I, S, X0, X1, X2, X3, A0, A1, A2, A3) \
-  if constexpr (R > I) {                                       \
-    const __m512d sb = _mm512_set1_pd(S);                      \
-    A0 = _mm512_fmadd_pd(sb, X0, A0);                          \
-    if constexpr (W > 1) A1 = _mm512_fmadd_pd(sb, X1, A1);     \
-    if constexpr (W > 2) A2 = _mm512_fmadd_pd(sb, X2, A2);     \
-    if constexpr (W > 3) A3 = _mm512_fmadd_pd(sb, X3, A3);     \
+// num[0 .. nd) (+)= 1024 hi + lo for 32 dimensions of a row, from the lanes of vpunpck*wd's
+// order: lane i of A is dimension 8 (i / 4) + i % 4, of B the same + 4.
+inline void add_sums32(double* num, __m512i ah, __m512i al, __m512i bh, __m512i bl, int nd) {
+  const __m512i i0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i i1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __m512i h[2] = {_mm512_permutex2var_epi32(ah, i0, bh), _mm512_permutex2var_epi32(ah, i1, bh)};
+  const __m512i l[2] = {_mm512_permutex2var_epi32(al, i0, bl), _mm512_permutex2var_epi32(al, i1, bl)};
+  for (int q = 0; q < 4 && 8 * q < nd; ++q) {
+    const __m256i hq = q & 1 ? _mm512_extracti64x4_epi64(h[q / 2], 1) : _mm512_castsi512_si256(h[q / 2]);
+    const __m256i lq = q & 1 ? _mm512_extracti64x4_epi64(l[q / 2], 1) : _mm512_castsi512_si256(l[q / 2]);
+    const __m512d s = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(hq), _mm512_set1_pd(1024.0)), _mm512_cvtepi32_pd(lq));
+    _mm512_storeu_pd(num + 8 * q, _mm512_add_pd(_mm512_loadu_pd(num + 8 * q), s));
   }
-
-// Mix: G (<= 6) weight rows against value rows; DW zmm (8 dimensions each) of every row per
-// pass, walking the keys in order (each value row is read as consecutive bytes).
-template <int G, int DW>
-__attribute__((noinline)) void mix_block(const MixArgs& a, int jb, int je, int d0, bool prefetch) {
-  static_assert(G * DW <= 24, "tile too large for AVX-512's 32 registers");
-  const __m512d z = _mm512_setzero_pd();
-  __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z;
-  __m512d c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
-  double* n0 = a.num + d0;
-#define LMZ_LD(I, A0, A1, A2, A3)                                          \
-  if constexpr (G > I) {                                                   \
-    A0 = _mm512_loadu_pd(n0 + I * a.hdp);                                  \
-    if constexpr (DW > 1) A1 = _mm512_loadu_pd(n0 + I * a.hdp + 8);        \
-    if constexpr (DW > 2) A2 = _mm512_loadu_pd(n0 + I * a.hdp + 16);       \
-    if constexpr (DW > 3) A3 = _mm512_loadu_pd(n0 + I * a.hdp + 24);       \
-  }
-  LMZ_LD(0, c00, c01, c02, c03) LMZ_LD(1, c10, c11, c12, c13) LMZ_LD(2, c20, c21, c22, c23)
-  LMZ_LD(3, c30, c31, c32, c33) LMZ_LD(4, c40, c41, c42, c43) LMZ_LD(5, c50, c51, c52, c53)
-#undef LMZ_LD
-  const size_t ahead = size_t(je - jb) * a.hdp;  // the next block's rows, requested during this one
-  for (int j = jb; j < je; ++j) {
-    const int16_t* vp = a.v + size_t(j) * a.hdp + d0;
-    if (prefetch) prefetch_bytes(a.v + size_t(j) * a.hdp + ahead, a.hdp * int(sizeof(int16_t)));
-    const __m512d v0 = load8_pd(vp);
-    __m512d v1 = z, v2 = z, v3 = z;
-    if constexpr (DW > 1) v1 = load8_pd(vp + 8);
-    if constexpr (DW > 2) v2 = load8_pd(vp + 16);
-    if constexpr (DW > 3) v3 = load8_pd(vp + 24);
-#define LMZ_ROW(I, A0, A1, A2, A3) LMZ_RANK1(G, DW, I, a.e[I * a.lde + j], v0, v1, v2, v3, A0, A1, A2, A3)
-    LMZ_ROW(0, c00, c01, c02, c03) LMZ_ROW(1, c10, c11, c12, c13) LMZ_ROW(2, c20, c21, c22, c23)
-    LMZ_ROW(3, c30, c31, c32, c33) LMZ_ROW(4, c40, c41, c42, c43) LMZ_ROW(5, c50, c51, c52, c53)
-#undef LMZ_ROW
-  }
-#define LMZ_ST(I, A0, A1, A2, A3)                                          \
-  if constexpr (G > I) {                                                   \
-    _mm512_storeu_pd(n0 + I * a.hdp, A0);                                  \
-    if constexpr (DW > 1) _mm512_storeu_pd(n0 + I * a.hdp + 8, A1);        \
-    if constexpr (DW > 2) _mm512_storeu_pd(n0 + I * a.hdp + 16, A2);       \
-    if constexpr (DW > 3) _mm512_storeu_pd(n0 + I * a.hdp + 24, A3);       \
-  }
-  LMZ_ST(0, c00, c01, c02, c03) LMZ_ST(1, c10, c11, c12, c13) LMZ_ST(2, c20, c21, c22, c23)
-  LMZ_ST(3, c30, c31, c32, c33) LMZ_ST(4, c40, c41, c42, c43) LMZ_ST(5, c50, c51, c52, c53)
-#undef LMZ_ST
 }
 
-template <int G>
-void mix_g(const MixArgs& a, int jb, int je, bool prefetch) {
+// R (<= TILE_ROWS) rows against the block's keys [jb, je), the dimensions of mask dm from d0 (32
+// at most, one zmm of each value row): four accumulators a row, 24 at six rows.
+template <int R>
+__attribute__((noinline)) void mix32(const MixArgs& a, const MixPairs& w, int jb, int je, int d0, __mmask32 dm) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i ah0 = z, al0 = z, bh0 = z, bl0 = z, ah1 = z, al1 = z, bh1 = z, bl1 = z, ah2 = z, al2 = z, bh2 = z, bl2 = z;
+  __m512i ah3 = z, al3 = z, bh3 = z, bl3 = z, ah4 = z, al4 = z, bh4 = z, bl4 = z, ah5 = z, al5 = z, bh5 = z, bl5 = z;
+  const size_t hdp = size_t(a.hdp);
+  for (int j = jb, p = 0; j < je; j += 2, ++p) {
+    const int16_t* r0 = a.v + size_t(j) * hdp + d0;
+    const __m512i v0 = _mm512_maskz_loadu_epi16(dm, r0);
+    const __m512i v1 = j + 1 < je ? _mm512_maskz_loadu_epi16(dm, r0 + hdp) : z;  // an odd block's last pair: (v_j, 0)
+    const __m512i pl = _mm512_unpacklo_epi16(v0, v1), ph = _mm512_unpackhi_epi16(v0, v1);
+    // In asm, one row at a time: with intrinsics GCC kept most of the 24 accumulators on the stack.
+#define LMZ_R(I, AH, AL, BH, BL)                                                                  \
+  if constexpr (R > I) {                                                                          \
+    __m512i t;                                                                                    \
+    asm("vpbroadcastd %[eh], %[t]\n\t"                                                            \
+        "vpdpwssd %[t], %[pl], %[ah]\n\t"                                                         \
+        "vpdpwssd %[t], %[ph], %[bh]\n\t"                                                         \
+        "vpbroadcastd %[el], %[t]\n\t"                                                            \
+        "vpdpwssd %[t], %[pl], %[al]\n\t"                                                         \
+        "vpdpwssd %[t], %[ph], %[bl]"                                                              \
+        : [ah] "+v"(AH), [al] "+v"(AL), [bh] "+v"(BH), [bl] "+v"(BL), [t] "=&v"(t)                \
+        : [pl] "v"(pl), [ph] "v"(ph), [eh] "m"(w.hi[I * (MIX_BLOCK / 2) + p]), [el] "m"(w.lo[I * (MIX_BLOCK / 2) + p])); \
+  }
+    LMZ_R(0, ah0, al0, bh0, bl0) LMZ_R(1, ah1, al1, bh1, bl1) LMZ_R(2, ah2, al2, bh2, bl2)
+    LMZ_R(3, ah3, al3, bh3, bl3) LMZ_R(4, ah4, al4, bh4, bl4) LMZ_R(5, ah5, al5, bh5, bl5)
+#undef LMZ_R
+  }
+  const int nd = a.hdp - d0 < 32 ? a.hdp - d0 : 32;
+  double* n = a.num + d0;
+  add_sums32(n, ah0, al0, bh0, bl0, nd);
+  if constexpr (R > 1) add_sums32(n + a.hdp, ah1, al1, bh1, bl1, nd);
+  if constexpr (R > 2) add_sums32(n + 2 * a.hdp, ah2, al2, bh2, bl2, nd);
+  if constexpr (R > 3) add_sums32(n + 3 * a.hdp, ah3, al3, bh3, bl3, nd);
+  if constexpr (R > 4) add_sums32(n + 4 * a.hdp, ah4, al4, bh4, bl4, nd);
+  if constexpr (R > 5) add_sums32(n + 5 * a.hdp, ah5, al5, bh5, bl5, nd);
+}
+
+// The same for R <= 3 rows and 64 dimensions a pass (two zmm of each value row): eight
+// accumulators a row, and each weight broadcast serves eight vpdpwssd instead of four (the
+// 32-dimension passes spent a third of their instructions on broadcasts).
+template <int R>
+__attribute__((noinline)) void mix64(const MixArgs& a, const MixPairs& w, int jb, int je, int d0) {
+  static_assert(R <= 3, "tile too large for AVX-512's 32 registers");
+  const __m512i z = _mm512_setzero_si512();
+  __m512i ah0 = z, al0 = z, bh0 = z, bl0 = z, ch0 = z, cl0 = z, dh0 = z, dl0 = z;
+  __m512i ah1 = z, al1 = z, bh1 = z, bl1 = z, ch1 = z, cl1 = z, dh1 = z, dl1 = z;
+  __m512i ah2 = z, al2 = z, bh2 = z, bl2 = z, ch2 = z, cl2 = z, dh2 = z, dl2 = z;
+  const size_t hdp = size_t(a.hdp);
+  for (int j = jb, p = 0; j < je; j += 2, ++p) {
+    const int16_t* r0 = a.v + size_t(j) * hdp + d0;
+    const bool two = j + 1 < je;  // an odd block's last pair: (v_j, 0)
+    const __m512i v0 = _mm512_loadu_si512(r0), u0 = _mm512_loadu_si512(r0 + 32);
+    const __m512i v1 = two ? _mm512_loadu_si512(r0 + hdp) : z, u1 = two ? _mm512_loadu_si512(r0 + hdp + 32) : z;
+    const __m512i pl = _mm512_unpacklo_epi16(v0, v1), ph = _mm512_unpackhi_epi16(v0, v1);
+    const __m512i ql = _mm512_unpacklo_epi16(u0, u1), qh = _mm512_unpackhi_epi16(u0, u1);
+#define LMZ_R(I, AH, AL, BH, BL, CH, CL, DH, DL)                                                    \
+  if constexpr (R > I) {                                                                          \
+    __m512i t;                                                                                    \
+    asm("vpbroadcastd %[eh], %[t]\n\t"                                                            \
+        "vpdpwssd %[t], %[pl], %[ah]\n\t"                                                         \
+        "vpdpwssd %[t], %[ph], %[bh]\n\t"                                                         \
+        "vpdpwssd %[t], %[ql], %[ch]\n\t"                                                         \
+        "vpdpwssd %[t], %[qh], %[dh]\n\t"                                                         \
+        "vpbroadcastd %[el], %[t]\n\t"                                                            \
+        "vpdpwssd %[t], %[pl], %[al]\n\t"                                                         \
+        "vpdpwssd %[t], %[ph], %[bl]\n\t"                                                         \
+        "vpdpwssd %[t], %[ql], %[cl]\n\t"                                                         \
+        "vpdpwssd %[t], %[qh], %[dl]"                                                              \
+        : [ah] "+v"(AH), [al] "+v"(AL), [bh] "+v"(BH), [bl] "+v"(BL), [ch] "+v"(CH), [cl] "+v"(CL), \
+          [dh] "+v"(DH), [dl] "+v"(DL), [t] "=&v"(t)                                              \
+        : [pl] "v"(pl), [ph] "v"(ph), [ql] "v"(ql), [qh] "v"(qh), [eh] "m"(w.hi[I * (MIX_BLOCK / 2) + p]), \
+          [el] "m"(w.lo[I * (MIX_BLOCK / 2) + p]));                                               \
+  }
+    LMZ_R(0, ah0, al0, bh0, bl0, ch0, cl0, dh0, dl0)
+    LMZ_R(1, ah1, al1, bh1, bl1, ch1, cl1, dh1, dl1)
+    LMZ_R(2, ah2, al2, bh2, bl2, ch2, cl2, dh2, dl2)
+#undef LMZ_R
+  }
+  double* n = a.num + d0;
+  add_sums32(n, ah0, al0, bh0, bl0, 32), add_sums32(n + 32, ch0, cl0, dh0, dl0, 32);
+  if constexpr (R > 1) add_sums32(n + a.hdp, ah1, al1, bh1, bl1, 32), add_sums32(n + a.hdp + 32, ch1, cl1, dh1, dl1, 32);
+  if constexpr (R > 2) add_sums32(n + 2 * a.hdp, ah2, al2, bh2, bl2, 32), add_sums32(n + 2 * a.hdp + 32, ch2, cl2, dh2, dl2, 32);
+}
+
+// Tiles of up to three rows take passes of 64 dimensions, larger tiles passes of 32; a last
+// pass of 8 to 56 dimensions (hdp: a multiple of 8) is masked.
+template <int R>
+void mix_tile(const MixArgs& a, const MixPairs& w, int jb, int je) {
   int d0 = 0;
-  for (; d0 + 32 <= a.hdp; d0 += 32, prefetch = false) mix_block<G, 4>(a, jb, je, d0, prefetch);
-  for (; d0 < a.hdp; d0 += 8, prefetch = false) mix_block<G, 1>(a, jb, je, d0, prefetch);  // hdp: a multiple of 8
+  if constexpr (R <= 3)
+    for (; d0 + 64 <= a.hdp; d0 += 64) mix64<R>(a, w, jb, je, d0);
+  for (; d0 < a.hdp; d0 += 32) {
+    const int nd = a.hdp - d0 < 32 ? a.hdp - d0 : 32;
+    mix32<R>(a, w, jb, je, d0, nd == 32 ? ~__mmask32(0) : __mmask32((1u << nd) - 1));
+  }
 }
 
 inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
@@ -396,48 +480,60 @@ inline bool all_zero(const double* e, size_t lde, int rows, int jb, int je) {
 }
 
 // The values' remainders beyond int16 (kernels.h), after the rows' sums (any order is exact).
+// Marked positions are found eight masks at a time (requesting the remainders' rows ahead measured
+// no faster).
+inline __mmask8 marked8(const uint64_t* m, int n) {
+  const __m512i v = _mm512_maskz_loadu_epi64(n >= 8 ? __mmask8(0xff) : __mmask8((1u << n) - 1), m);
+  return _mm512_test_epi64_mask(v, v);
+}
 void value_remainders(const MixArgs& a) {
-  for (int j = a.j0; j < a.j1; ++j)
-    for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
-      const int grp = __builtin_ctzll(m);
-      const int32_t* rp = a.vres + (size_t(grp) * a.vres_stride + size_t(j)) * 8;
-      const __m512d r = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp)));
-      for (int g = 0; g < a.G; ++g) {
-        const double e = a.e[g * a.lde + j];
-        if (e == 0) continue;
-        double* num = a.num + g * a.hdp + grp * 8;
-        _mm512_storeu_pd(num, _mm512_fmadd_pd(_mm512_set1_pd(e), r, _mm512_loadu_pd(num)));
+  for (int j8 = a.j0; j8 < a.j1; j8 += 8) {
+    for (__mmask8 nz = marked8(a.vmask + j8, a.j1 - j8); nz; nz &= nz - 1) {
+      const int j = j8 + __builtin_ctz(nz);
+      for (uint64_t m = a.vmask[j]; m; m &= m - 1) {
+        const int grp = __builtin_ctzll(m);
+        const int32_t* rp = a.vres + (size_t(grp) * a.vres_stride + size_t(j)) * 8;
+        const __m512d r = _mm512_cvtepi32_pd(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rp)));
+        for (int g = 0; g < a.G; ++g) {
+          const double e = a.e[g * a.lde + j];
+          if (e == 0) continue;
+          double* num = a.num + g * a.hdp + grp * 8;
+          _mm512_storeu_pd(num, _mm512_fmadd_pd(_mm512_set1_pd(e), r, _mm512_loadu_pd(num)));
+        }
       }
     }
+  }
 }
 
 void mix(const MixArgs& a) {
-  constexpr int BLK = 64;  // value rows kept in L1 across the passes and tiles of query rows
-  for (int jb = a.j0; jb < a.j1; jb += BLK) {
-    const int je = a.j1 < jb + BLK ? a.j1 : jb + BLK;
-    bool prefetch = je < a.j1;  // once per block, in its first pass
-    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {
+  MixPairs w;
+  for (int jb = a.j0; jb < a.j1; jb += MIX_BLOCK) {
+    const int je = a.j1 < jb + MIX_BLOCK ? a.j1 : jb + MIX_BLOCK;
+    // The values MIX_PREFETCH_BLOCKS blocks ahead (and at the start, those before them).
+    for (int d = jb == a.j0 ? 1 : MIX_PREFETCH_BLOCKS; d <= MIX_PREFETCH_BLOCKS; ++d) {
+      const int s0 = jb + d * MIX_BLOCK;
+      if (s0 < a.j1) prefetch_bytes(a.v + size_t(s0) * a.hdp, (a.j1 - s0 < MIX_BLOCK ? a.j1 - s0 : MIX_BLOCK) * a.hdp * int(sizeof(int16_t)));
+    }
+    for (int r0 = 0; r0 < a.G; r0 += TILE_ROWS) {  // the block's values from L1 after the first tile
       MixArgs t = a;
-      t.G = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
+      const int rows = a.G - r0 < TILE_ROWS ? a.G - r0 : TILE_ROWS;
       t.e = a.e + r0 * a.lde;
       t.num = a.num + r0 * a.hdp;
-      if (all_zero(t.e, t.lde, t.G, jb, je)) continue;
-      switch (t.G) {
-        case 1: mix_g<1>(t, jb, je, prefetch); break;
-        case 2: mix_g<2>(t, jb, je, prefetch); break;
-        case 3: mix_g<3>(t, jb, je, prefetch); break;
-        case 4: mix_g<4>(t, jb, je, prefetch); break;
-        case 5: mix_g<5>(t, jb, je, prefetch); break;
-        default: mix_g<6>(t, jb, je, prefetch); break;
+      if (all_zero(t.e, t.lde, rows, jb, je)) continue;
+      split_weights(t, rows, jb, je, w);
+      switch (rows) {
+        case 1: mix_tile<1>(t, w, jb, je); break;
+        case 2: mix_tile<2>(t, w, jb, je); break;
+        case 3: mix_tile<3>(t, w, jb, je); break;
+        case 4: mix_tile<4>(t, w, jb, je); break;
+        case 5: mix_tile<5>(t, w, jb, je); break;
+        default: mix_tile<6>(t, w, jb, je); break;
       }
-      prefetch = false;
     }
   }
   if (a.vmask) value_remainders(a);
 }
 
-
-#undef LMZ_RANK1
 
 // -- the predictor's passes over the vocabulary ------------------------------------------------
 // The three heaviest passes of predictor version 3 on 16 lanes (dense_impl.h's integer steps; the
@@ -642,6 +738,16 @@ int64_t dot_peak_avx512vnni(int64_t iters) {
 }
 void scores_avx512(const ScoreArgs& a) { scores(a); }
 void mix_avx512(const MixArgs& a) { mix(a); }
+double row_max_avx512(const double* s, int64_t n) {
+  __m512d m0 = _mm512_set1_pd(-__builtin_inf()), m1 = m0;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) m0 = _mm512_max_pd(m0, _mm512_loadu_pd(s + j)), m1 = _mm512_max_pd(m1, _mm512_loadu_pd(s + j + 8));
+  for (; j < n; j += 8) {
+    const __mmask8 k = n - j >= 8 ? __mmask8(0xff) : __mmask8((1u << (n - j)) - 1);
+    m1 = _mm512_mask_max_pd(m1, k, m1, _mm512_maskz_loadu_pd(k, s + j));
+  }
+  return _mm512_reduce_max_pd(_mm512_max_pd(m0, m1));
+}
 
 // The AVX2 table with the passes above in place of theirs (built on first use: dense_avx2 is a
 // constant of another translation unit, initialized before any code runs).

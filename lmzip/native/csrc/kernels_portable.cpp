@@ -114,5 +114,10 @@ void matmul_portable(const MatmulArgs& a) { matmul(a); }
 void scores_portable(const ScoreArgs& a) { scores(a); }
 void mix_portable(const MixArgs& a) { mix(a); }
 int64_t weights_portable(const WeightArgs& a) { return weights(a); }
+double row_max_portable(const double* s, int64_t n) {
+  double m = -__builtin_inf();
+  for (int64_t j = 0; j < n; ++j) m = m < s[j] ? s[j] : m;
+  return m;
+}
 
 }  // namespace lmz

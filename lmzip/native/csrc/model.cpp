@@ -333,10 +333,11 @@ int dense_level() {
 }
 
 Kernels kernels_for(int level) {
-  Kernels k{matmul_portable, scores_portable, mix_portable, weights_portable};
+  Kernels k{matmul_portable, scores_portable, mix_portable, weights_portable, row_max_portable};
 #if defined(__x86_64__)
-  if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2, weights_avx2};
-  if (level >= SIMD_AVX512VNNI) k.matmul = matmul_avx512vnni, k.scores = scores_avx512, k.mix = mix_avx512;
+  if (level >= SIMD_AVX2) k = {matmul_avx2, scores_avx2, mix_avx2, weights_avx2, row_max_avx2};
+  if (level >= SIMD_AVX512VNNI)
+    k.matmul = matmul_avx512vnni, k.scores = scores_avx512, k.mix = mix_avx512, k.row_max = row_max_avx512;
 #endif
   return k;
 }
@@ -563,9 +564,7 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
       int64_t z[MAX_GROUP] = {0};
       for (int r = 0; r < x.rows; ++r) {
         double* srow = sbuf + r * lds;
-        double top = srow[0];
-        for (int64_t j = 1; j < x.lim[r]; ++j) top = std::max(top, srow[j]);
-        z[r] = weights(srow, 0, x.lmax, x.lim[r], top);
+        z[r] = weights(srow, 0, x.lmax, x.lim[r], kern_.row_max(srow, x.lim[r]));
       }
       double num[MAX_GROUP * 256];
       std::fill(num, num + x.rows * hdp, 0.0);
@@ -588,9 +587,7 @@ void Model::attention(Cache& cache, int li, const double* qbuf, const std::vecto
     double* s = sbuf + size_t(gi) * G * lds;
     kern_.scores(cache.score_args(li, x.b, x.g, {qrows(x), x.rows, hdp, nullptr, int(j0), int(j1), s, lds}));
     for (int r = 0; r < x.rows; ++r) {
-      double m = -INFINITY;
-      for (int64_t j = j0; j < std::min(j1, x.lim[r]); ++j) m = std::max(m, s[r * lds + j]);
-      cmax[(size_t(gi) * chunks + c) * G + r] = m;
+      cmax[(size_t(gi) * chunks + c) * G + r] = kern_.row_max(s + r * lds + j0, std::min(j1, x.lim[r]) - j0);
     }
   });
   const size_t npn = size_t(n_groups) * chunks * G * hdp, npz = size_t(n_groups) * chunks * G;

@@ -118,8 +118,9 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
     table.back() = 0;
     std::vector<double> w0(s0), w1(s0);
     for (int g = 0; g < G; ++g) {
-      double top = s0[size_t(g) * lds];
-      for (int j = 1; j < L; ++j) top = std::max(top, s0[size_t(g) * lds + j]);
+      const double top = row_max_portable(s0.data() + g * lds, L);
+      for (const int n : {0, 1, 7, 8, 15, 16, 17, L})  // the row max's vector bodies and tails
+        if (k.row_max(s0.data() + g * lds, n) != row_max_portable(s0.data() + g * lds, n)) return false;
       const int64_t lim = 1 + (g * 7) % L;
       const WeightArgs wa0{w0.data() + g * lds, L, lim, top, 1.0 / (1 << 14), table.data(), int64_t(table.size()) - 1};
       WeightArgs wa1 = wa0;
@@ -134,21 +135,34 @@ bool same_attention_shape(const Kernels& k, Rng& r, int hdp) {
     mix_portable(ma);
     k.mix(mb);
     if (n0 != n1) return false;
+    // Weights from the table above are mostly 0 or multiples of 1024 (so their low parts are 0):
+    // random integers in [0, 2**20] exercise both parts of the integer mixes' split.
+    std::vector<double> e(w0.size());
+    for (auto& x : e) x = double(r.range(0, 1 << 20));
+    std::fill(n0.begin(), n0.end(), 0.0), std::fill(n1.begin(), n1.end(), 0.0);
+    MixArgs ea = ma, eb = mb;
+    ea.e = eb.e = e.data();
+    mix_portable(ea);
+    k.mix(eb);
+    if (n0 != n1) return false;
   }
   return true;
 }
 
 // The integer mixes' bound: whole blocks of 64 keys whose weights are all 2**20 (the table's
-// largest) against values of -KV_NARROW or KV_NARROW, the largest int32 lane sums a block can hold;
-// G = 5 for tiles of three rows and of two, hdp = 24 for passes of 16 dimensions and of 8.
-bool same_mix_extremes(const Kernels& k, Rng& r) {
-  const int L = 131, G = 5, hdp = 24;
+// largest) against values of -KV_NARROW or KV_NARROW, the largest int32 lane sums a block can hold.
+// G = 5: AVX2's tiles of three rows and of two; G = 8: AVX-512's of six and two. hdp = 24: AVX2's
+// passes of 16 dimensions and of 8, AVX-512's one masked pass; hdp = 72: AVX-512's passes of 32
+// (six rows) or 64 (two or three) and a masked 8.
+bool same_mix_extremes_shape(const Kernels& k, Rng& r, int G, int hdp) {
+  const int L = 131;
   std::vector<int16_t> vals(size_t(L) * hdp);
   for (size_t i = 0; i < vals.size(); ++i)  // keys 0-127: -KV_NARROW (sums of one sign), then +KV_NARROW
     vals[i] = i < size_t(128) * hdp ? int16_t(-KV_NARROW) : int16_t(KV_NARROW);
   std::vector<double> e(size_t(G) * L);
   for (int g = 0; g < G; ++g)
-    for (int j = 0; j < L; ++j) e[size_t(g) * L + j] = g == 0 ? double(1 << 20) : g == 1 ? double((1 << 20) - 1) : double(r.range(0, 1 << 20));
+    for (int j = 0; j < L; ++j)
+      e[size_t(g) * L + j] = g % 3 == 0 ? double(1 << 20) : g % 3 == 1 ? double((1 << 20) - 1) : double(r.range(0, 1 << 20));
   for (int j = 64; j < 128; ++j) e[size_t(2) * L + j] = 0;  // a block of zero weights in one row of a tile
   std::vector<double> n0(size_t(G) * hdp, 0.0), n1(n0);
   const MixArgs ma{e.data(), size_t(L), G, hdp, vals.data(), 0, L, n0.data(), nullptr, nullptr, 0};
@@ -157,6 +171,10 @@ bool same_mix_extremes(const Kernels& k, Rng& r) {
   mix_portable(ma);
   k.mix(mb);
   return n0 == n1;
+}
+
+bool same_mix_extremes(const Kernels& k, Rng& r) {
+  return same_mix_extremes_shape(k, r, 5, 24) && same_mix_extremes_shape(k, r, 8, 72) && same_mix_extremes_shape(k, r, 3, 72);
 }
 
 bool same_attention(const Kernels& k, Rng& r) {
