@@ -536,6 +536,13 @@ void mix(const MixArgs& a) {
 
 
 // -- the predictor's passes over the vocabulary ------------------------------------------------
+// The logits row is the one stream from memory (the predictor's own rows stay in L2), read once:
+// its bytes 16 KB ahead go to L2 (prefetcht1; a prefetch cannot fault, and past a row's end, in
+// encode_logits, lies the next row). Measured: predictor + coder 65.5 -> 54.5 us a token (Zen 4).
+inline void prefetch_row_ahead(const int32_t* p) {
+  asm volatile("prefetcht1 %0" : : "m"(*reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(p) + 16384)));
+}
+
 // The three heaviest passes of predictor version 3 on 16 lanes (dense_impl.h's integer steps; the
 // AVX2 versions' comments hold for these too). AVX-512 has what AVX2 emulates: 64-bit max/min and
 // compares into masks, and narrowing moves.
@@ -566,6 +573,7 @@ void z_bias_logits32(const int32_t* z, const int32_t* u, int n, int32_t* q, int6
   __m512i a = _mm512_set1_epi32(INT32_MIN), b = _mm512_set1_epi32(INT32_MAX), za = _mm512_setzero_si512(), zb = za;
   int i = 0;
   for (; i + 16 <= n; i += 16) {
+    prefetch_row_ahead(z + i);
     const __m512i zv = _mm512_loadu_si512(reinterpret_cast<const void*>(z + i));
     const __m512i w = _mm512_add_epi32(zv, _mm512_srai_epi32(_mm512_loadu_si512(reinterpret_cast<const void*>(u + i)), 14));
     za = _mm512_max_epi32(za, zv);
