@@ -1,7 +1,7 @@
 // AVX-512 VNNI kernels: vpdpwssd multiplies int16 pairs and accumulates into int32 lanes in one
 // instruction (32 products per instruction against AVX2's 16 in two). The attention's scores and
-// mix have versions of eight float64 lanes (products of exact integers, sums below 2**53, so any
-// order gives the same bits); its weights use the AVX2 kernel.
+// mix sum integer products in int32 lanes and take 1024 hi + lo in float64 (exact integers below
+// 2**53, so any order gives the same bits); its weights use the AVX2 kernel.
 #include "kernels.h"
 
 #if defined(__x86_64__)
@@ -152,14 +152,10 @@ void matmul(const MatmulArgs& a) {
 // accumulators per row and block (24 at most of AVX-512's 32 registers).
 constexpr int SCORE_PAIRS = 32;
 
-// acc += pairwise products of x and w, w a memory operand. In asm for the reason given at dpwssd.
-inline __m512i dpwssd_m(__m512i acc, __m512i x, const __m512i* w) {
-  asm("vpdpwssd %2, %1, %0" : "+v"(acc) : "v"(x), "m"(*w));
-  return acc;
-}
 
 // Row I (< R rows) of a tile, one step of two dimension pairs: its accumulators H0.., L0.. (W
-// of each) += the keys' pairs X0.. times the row's (qh) and (ql) pair vectors QH, QL.
+// of each) += the keys' pairs X0.. times the row's (qh) and (ql) pair vectors QH, QL, loaded once
+// into registers (as memory operands of every vpdpwssd they were most of the tile's loads).
 #define LMZ_PAIR_STEP(R, W, I, QH, QL, X0, X1, X2, X3, H0, H1, H2, H3, L0, L1, L2, L3) \
   if constexpr (R > I) {                                                             \
     const __m512i qhv = _mm512_loadu_si512(QH), qlv = _mm512_loadu_si512(QL);         \
