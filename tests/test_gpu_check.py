@@ -50,17 +50,22 @@ def test_tiny_rehearsal_reports_everything(tmp_path):
     checks = {c["name"]: c["ok"] for c in report["checks"]}
     assert all(checks[f"vector {n}: re-encoded on cpu to the committed bytes"] for n in tiny)
 
-    # (b), (c), (e) when the budget reached them (it does on an idle machine)
+    # (b), (c), (e) when the budget reached them (it does on an idle machine). A phase that ran
+    # may still have skipped some of its parts for the budget (on a loaded machine): those parts
+    # are listed in "skipped", and a phase counts as reached only when it lists none.
+    def reached(phase):
+        return report["phases"][phase]["status"] == "done" and not any(s["phase"] == phase for s in report["skipped"])
+
     if report["phases"]["tables"]["status"] == "done":
         assert all(t["sha256"] == t["pinned"] for t in report["tables"].values() if "pinned" in t)
-    if report["phases"]["rows"]["status"] == "done":
+    if reached("rows"):
         row = report["rows"]["tiny.tiny-model.tokens"]
         assert row["full_sha256"] == row["committed_sha256"] == row["cpu_full_sha256"]
-    if report["phases"]["static"]["status"] == "done":  # the fixed-shape step: same logits; no graphs on a CPU
+    if reached("static"):  # the fixed-shape step: same logits; no graphs on a CPU
         assert checks["tiny.batch1: the fixed-shape step's logits equal the model's step on cpu"]
         assert checks["tiny.batch64: the fixed-shape step's logits equal the model's step on cpu"]
         assert report["static"]["tiny.batch1"]["graph"].startswith("skipped")
-    if report["phases"]["made"]["status"] == "done":
+    if reached("made"):
         with tarfile.open(out / "device_vectors.tar") as tar:
             names = set(tar.getnames())
         fragment = set(report["made"])
