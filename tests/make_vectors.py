@@ -2,6 +2,7 @@
 
     python tests/make_vectors.py            # tiny-model vectors
     python tests/make_vectors.py --teacher  # also the teacher vector (slow: the 135M model on CPU)
+    python tests/make_vectors.py --shipped  # also a vector per model shipped inside lmzip (shipped-<id>)
 
 The device-* vectors were coded on a GPU by benchmarks/device_check.py (--out; now benchmarks/gpu_check.py); they are
 kept as they are, so the CPU keeps proving it decodes what CUDA encoded.
@@ -61,6 +62,10 @@ TEACHER = {
 }
 
 
+SHIPPED_TEXT = (b"A small model shipped inside lmzip codes this text; a later lmzip must decode it to the byte.\n"
+                b"Its sha256 names it in the header, so a changed model would have to be a new registry entry.\n") * 3
+
+
 def compressor(model, params: dict) -> lmzip.Compressor:
     """The Compressor a manifest entry describes (``adapt`` may be a dict of AdaptParams fields)."""
     params = {k: v for k, v in params.items() if k != "made_on"}
@@ -85,7 +90,15 @@ def main() -> None:
             (VECTORS / f"{name}.lmz").write_bytes(compressor(teacher, params).compress(TEXT.read_bytes()))
             manifest[name] = params
     else:
-        manifest.update({k: v for k, v in old.items() if not k.startswith("tiny-")})
+        manifest.update({k: v for k, v in old.items() if k.startswith("teacher-")})
+    if "--shipped" in sys.argv:
+        for e in zoo.registry():  # lmzip's defaults of the time, the model named by reference
+            if e.source.get("kind") == "shipped":
+                name, params = f"shipped-{e.id}", dict(format_version=3)
+                (VECTORS / f"{name}.lmz").write_bytes(compressor(zoo.load(e.id), params).compress(SHIPPED_TEXT))
+                manifest[name] = params
+    else:
+        manifest.update({k: v for k, v in old.items() if k.startswith("shipped-")})
     (VECTORS / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 

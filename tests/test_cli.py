@@ -478,12 +478,35 @@ def test_models_list_offline(tmp_path, monkeypatch):
     assert lines[0].split() == ["ID", "INSTALLED", "SIZE", "SHA256", "DESCRIPTION"]
     for e in zoo.registry():
         row = next(ln for ln in lines if ln.startswith(e.id + " "))
-        assert row.split()[1] == "no" and e.sha256[:12] in row
+        shipped = e.source.get("kind") == "shipped"  # inside the package: installed with it
+        assert row.split()[1] == ("yes" if shipped else "no") and e.sha256[:12] in row
     assert f"default model: {zoo.default_model_id()}" in r.stdout
     assert run("models").stdout == r.stdout  # 'models' alone lists
     assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
     line = one_error_line(run("models", "pull", "no-such-model"), 3)
     assert "unknown model" in line
+
+
+def test_levels_choose_the_model(tmp_path, model, monkeypatch):
+    """-1 ... -9: each level is the model the registry's table lists at or above it."""
+    reg = dict(zoo._registry())
+    monkeypatch.setattr(zoo, "_registry", lambda: {**reg, "levels": {"3": model, "9": "no-such-model"}})
+    assert [zoo.level_model_id(lv) for lv in (1, 3, 4, 9)] == [model, model, "no-such-model", "no-such-model"]
+    monkeypatch.setattr(zoo, "_registry", lambda: {k: v for k, v in reg.items() if k != "levels"})
+    assert zoo.level_model_id(1) == reg["default"]
+    monkeypatch.setattr(zoo, "_registry", lambda: {**reg, "levels": {"3": model, "9": "no-such-model"}})
+    src = tmp_path / "a.txt"
+    src.write_bytes(TEXT)
+    for flag in ("-1", "--fast", "-2", "-3"):
+        r = run("-q", "compress", flag, *SMALL, "-c", src)
+        assert r.exit_code == 0, r.output
+        assert run("-q", "decompress", "--model", model, "-c", "-", input=r.stdout_bytes).stdout_bytes == TEXT
+    assert "unknown model 'no-such-model'" in one_error_line(run("compress", "-9", "-c", src), 3)
+    assert "unknown model" in one_error_line(run("compress", "--best", "-c", src), 3)
+    assert "mutually exclusive" in one_error_line(run("compress", "-1", "--model", model, "-c", src), 4)
+    assert "only applies to compression" in one_error_line(run("compress", "-d", "-1", src), 4)
+    r = run("-v", "models", "list")
+    assert r.exit_code == 0 and "levels: -1..-3 " + model + ", -4..-9 no-such-model" in r.stdout
 
 
 # --------------------------------------------------------------------------- real processes

@@ -212,6 +212,21 @@ def test_committed_tiny_model_vectors_decode(runtime):
         assert make_vectors.compressor(tiny, params).compress(original) == blob, name
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_committed_shipped_model_vectors_decode(runtime):
+    """shipped-<id>: coded by a model that ships inside lmzip (no download), which the header names."""
+    manifest = json.loads((VECTORS / "manifest.json").read_text())
+    shipped = [e.id for e in zoo.registry() if e.source.get("kind") == "shipped"]
+    assert {f"shipped-{i}" for i in shipped} <= set(manifest)
+    for model_id in shipped:
+        name = f"shipped-{model_id}"
+        blob = (VECTORS / f"{name}.lmz").read_bytes()
+        lm = load_with_runtime(model_id, runtime)
+        assert lmzip.decompress(blob) == make_vectors.SHIPPED_TEXT, name  # the model is found from the header
+        assert lmzip.decompress(blob, lm) == make_vectors.SHIPPED_TEXT, name
+        assert make_vectors.compressor(lm, manifest[name]).compress(make_vectors.SHIPPED_TEXT) == blob, name
+
+
 @pytest.mark.teacher
 def test_committed_teacher_vectors_decode(teacher):
     """Made by the teacher: without adaptation (format 1), with it (format 2), and in the compact

@@ -112,6 +112,8 @@ def test_config_checks(tmp_path):
     assert cfg.name == "s" and cfg.student.dim == 64 and cfg.train.steps == 3 and cfg.optim.lr == 0.01
     for name in ("student-xs", "student-s", "student-m", "student-t"):
         C.load(C.builtin(name))  # the GPU configs are valid
+    cpu = C.load(C.builtin("student-xs-cpu"))  # the CPU recipe: student-xs's shape on labels alone
+    assert cpu.student == C.load(C.builtin("student-xs")).student and cpu.distill.alpha == 0
 
 
 # -- training text ----------------------------------------------------------------------------
@@ -194,6 +196,26 @@ def test_checkpoint_resume_is_the_same_run(tmp_path, byte_data):
     assert train(tmp_path / "a") == train(tmp_path / "b")
     with pytest.raises(C.ConfigError, match="student section differs"):
         run([_tiny(tmp_path / "b", byte_data, "student.ffn_dim=32")], resume=True, **quiet)
+
+
+def test_labels_only_runs_no_teacher_forward(tmp_path, byte_data, monkeypatch):
+    """alpha 0 (the CPU recipe): cross-entropy on the labels alone, the teacher never run per batch."""
+    from lmzip.train import trainer
+
+    def no_forward(self, x):
+        raise AssertionError("the teacher ran a forward in a labels-only run")
+
+    monkeypatch.setattr(trainer.Run, "teacher_logits", no_forward)
+    out = tmp_path / "labels"
+    res = trainer.run([_tiny(out, byte_data, "distill.alpha=0", "data.generate.sequences=0")], say=lambda *a: None)
+    assert res[0]["name"] == "tiny"
+    evals = [r for r in _log(out) if r["event"] == "eval"]
+    train = [r for r in _log(out) if r["event"] == "train"]
+    assert evals[-1]["holdout_bpb"] < evals[0]["holdout_bpb"] - 0.5
+    assert all(r["teacher_holdout_bpb"] is None and r["holdout_bytes"] > 0 for r in evals)
+    assert all(r["kl"] == 0 for r in train)
+    card = json.loads((out / "model" / "training.json").read_text())
+    assert card["teacher_holdout_bpb"] is None and card["holdout_bpb_quantized"] > 0
 
 
 def test_expand_batch_spells_teacher_tokens():

@@ -185,6 +185,11 @@ _io_opts = _options(
 )
 _compress_opts = _options(
     click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]"),
+    click.option("-1", "--fast", "level", flag_value=1,
+                 help="Levels -1 (fastest) ... -9 (best, the teacher) choose the model: `lmzip models list` shows "
+                      "each level's. [default: the default model]"),
+    *[click.option(f"-{n}", "level", flag_value=n, hidden=True) for n in range(2, 9)],
+    click.option("-9", "--best", "level", flag_value=9, help="The best model (level 9)."),
     click.option("--window", type=click.IntRange(min=1), metavar="N", help="Tokens the model sees at most. [default: 4096]"),
     click.option("--overlap", type=click.IntRange(min=0), metavar="N",
                  help="Tokens re-read as context at each new window. [default: 1024]"),
@@ -658,7 +663,7 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
 @_cluster_opts
 @click.pass_context
 def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, recursive, quiet, verbose, model,
-             window, overlap, segment_size, top_k, adapt, transforms, device, batch, cluster, workers, worker_cpus):
+             level, window, overlap, segment_size, top_k, adapt, transforms, device, batch, cluster, workers, worker_cpus):
     """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
     params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k,
@@ -667,6 +672,14 @@ def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, fo
     modes = [flag for flag, on in (("-d", decompress), ("-t", test_), ("-l", list_)) if on]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} are mutually exclusive")
+    if level is not None:
+        if model is not None:
+            raise UsageError(f"-{level} and --model are mutually exclusive (a level names its model)")
+        if modes:
+            raise UsageError(f"-{level} only applies to compression, not with {modes[0]}")
+        from ..model import zoo
+
+        model = zoo.level_model_id(level)
     if modes and params:
         opts = ", ".join("--" + k.replace("_", "-") for k in params)
         raise UsageError(f"{opts} only apply to compression, not with {modes[0]}")
@@ -761,6 +774,11 @@ def models_list(ctx, quiet=0, verbose=0):
         from .. import native
 
         click.echo(f"\ndefault model: {default}")
+        levels: dict[str, list[int]] = {}
+        for lv in range(1, 10):
+            levels.setdefault(zoo.level_model_id(lv), []).append(lv)
+        click.echo("levels: " + ", ".join((f"-{v[0]}" if len(v) == 1 else f"-{v[0]}..-{v[-1]}") + f" {m}"
+                                          for m, v in levels.items()))
         click.echo(f"runtime: {native.describe()}")
 
 

@@ -70,6 +70,19 @@ def default_model_id() -> str:
     return os.environ.get("LMZIP_MODEL") or _registry()["default"]
 
 
+def level_model_id(level: int) -> str:
+    """The model of compression level ``level`` (1 fastest ... 9 best), from the registry's
+    ``levels`` table: each level names the model of the nearest level at or above it that the
+    table lists (a registry without the table maps every level to the default)."""
+    if not 1 <= level <= 9:
+        raise ValueError(f"compression level {level} is not in 1..9")
+    table = {int(k): v for k, v in _registry().get("levels", {}).items()}
+    for lv in range(level, 10):
+        if lv in table:
+            return table[lv]
+    return _registry()["default"]
+
+
 def entry(model_id: str) -> ModelEntry:
     for m in registry():
         if m.id == model_id:
@@ -201,7 +214,7 @@ def resolve(spec: str | os.PathLike | None = None, auto_pull: bool = True) -> tu
     return e.id, pull(e.id)
 
 
-_LOADED: dict[tuple[str, str, str], LoadedModel] = {}
+_LOADED: dict[tuple[str, str, str, str], LoadedModel] = {}
 
 
 def verified_sha256(weights: Path) -> str:
@@ -242,7 +255,9 @@ def load(spec: str | os.PathLike | None = None, device: str = "cpu", auto_pull: 
 
     model_id, path = resolve(spec, auto_pull)
     runtime = runtime_for(device)
-    key = (str(path.resolve()), str(device), runtime)
+    # The id is part of the key: a registry model's directory loaded by path is "dir:..." and cannot
+    # decode a file that names the registered model (a shipped model's directory is in the package).
+    key = (model_id, str(path.resolve()), str(device), runtime)
     if key in _LOADED:
         return _LOADED[key]
     digest = verified_sha256(path / WEIGHTS)

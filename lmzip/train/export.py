@@ -95,7 +95,7 @@ def _forget_loaded(directory: Path) -> None:
     from ..model import zoo
 
     where = str(directory.resolve())
-    for key in [k for k in zoo._LOADED if k[0] == where]:
+    for key in [k for k in zoo._LOADED if k[1] == where]:
         del zoo._LOADED[key]
 
 

@@ -95,6 +95,9 @@ class Run:
         self.configs, self.say = configs, say
         self._teacher_eval = None
         c0 = configs[0]
+        # alpha 0 everywhere is training on labels alone: the teacher gives the tokenizer (and any
+        # generated text) but runs no forward per batch, which on a CPU is most of a step's time.
+        self.teacher_rows = any(c.distill.alpha > 0 for c in configs)
         self.tr = c0.train
         if self.tr.threads:
             torch.set_num_threads(self.tr.threads)
@@ -383,7 +386,7 @@ class Run:
         for _, ws in sorted(by_len.items()):
             for b0 in range(0, len(ws), eb):
                 x = torch.from_numpy(np.stack(ws[b0 : b0 + eb]).astype(np.int64)).to(self.device)
-                if self._teacher_eval is None:  # the teacher's figure once: it does not change
+                if self._teacher_eval is None and self.teacher_rows:  # once: it does not change
                     zt = self.teacher_logits(x).float()
                     tgt = x[:, 1:]
                     valid = tgt >= 0
@@ -400,7 +403,9 @@ class Run:
         for st in self.students:
             st.module.train()
         if self._teacher_eval is None:
-            self._teacher_eval = (tt[0] / LN2 / max(1, tt[1]), tt[1])
+            self._teacher_eval = (tt[0] / LN2 / max(1, tt[1]) if self.teacher_rows else None, tt[1])
+        if not self.teacher_rows:  # the bytes still come from the students' targets
+            self._teacher_eval = (None, tot[0][1] if tot else 0)
         return {"bpb": [v[0] / LN2 / max(1, v[1]) for v in tot],
                 "teacher_bpb": self._teacher_eval[0], "bytes": self._teacher_eval[1]}
 
@@ -454,7 +459,7 @@ class Run:
                 st.optim.zero_grad(set_to_none=True)
                 st.last = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "n": 0, "bytes": 0, "lr": lr}
             for xm in x.chunk(n_micro):
-                zt = self.teacher_logits(xm)
+                zt = self.teacher_logits(xm) if self.teacher_rows else None
                 shared: dict = {}
                 for st in self.students:
                     loss, ce, kl, n, nb = self.losses(st, xm, zt, train=True, shared=shared)
@@ -529,7 +534,7 @@ class Run:
                           "teacher_holdout_bpb": ev["teacher_bpb"], "holdout_bytes": ev["bytes"],
                           "eval_seconds": round(time.time() - t0, 3)})
         self.say(f"eval at step {step}: " + " ".join(f"{st.cfg.name} {b:.4f}" for st, b in zip(self.students, ev["bpb"]))
-                 + f" bits/byte (teacher {ev['teacher_bpb']:.4f})")
+                 + " bits/byte" + (f" (teacher {ev['teacher_bpb']:.4f})" if ev["teacher_bpb"] is not None else ""))
         return ev
 
     # -- export -------------------------------------------------------------------------------
