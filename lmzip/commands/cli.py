@@ -186,7 +186,7 @@ _io_opts = _options(
 _compress_opts = _options(
     click.option("--model", metavar="ID|DIR", help="Registry id or model directory. [default: the default model]"),
     click.option("-1", "--fast", "level", flag_value=1,
-                 help="Levels -1 (fastest) ... -9 (best, the teacher) choose the model: `lmzip models list` shows "
+                 help="Levels -1 (fastest) ... -9 (best, the teacher) choose the model: `lmzip -v models list` shows "
                       "each level's. [default: the default model]"),
     *[click.option(f"-{n}", "level", flag_value=n, hidden=True) for n in range(2, 9)],
     click.option("-9", "--best", "level", flag_value=9, help="The best model (level 9)."),
