@@ -402,12 +402,11 @@ class Run:
                     tot[i][1] += int(nb)
         for st in self.students:
             st.module.train()
-        if self._teacher_eval is None:
-            self._teacher_eval = (tt[0] / LN2 / max(1, tt[1]) if self.teacher_rows else None, tt[1])
-        if not self.teacher_rows:  # the bytes still come from the students' targets
-            self._teacher_eval = (None, tot[0][1] if tot else 0)
-        return {"bpb": [v[0] / LN2 / max(1, v[1]) for v in tot],
-                "teacher_bpb": self._teacher_eval[0], "bytes": self._teacher_eval[1]}
+        if self._teacher_eval is None and self.teacher_rows:
+            self._teacher_eval = (tt[0] / LN2 / max(1, tt[1]), tt[1])
+        # labels alone: no teacher figure, and the bytes come from the students' targets
+        teacher_bpb, nbytes = self._teacher_eval or (None, tot[0][1] if tot else 0)
+        return {"bpb": [v[0] / LN2 / max(1, v[1]) for v in tot], "teacher_bpb": teacher_bpb, "bytes": nbytes}
 
     # -- the loop -----------------------------------------------------------------------------
 
