@@ -773,7 +773,7 @@ def build_text(sources: list[bytes], n_pieces: int, piece: int) -> bytes:
 
 
 def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, batch: int, tag: str,
-            decompress: bool = True) -> dict:
+            decompress: bool = True, compare_lockstep: bool = False) -> dict:
     import lmzip
     from lmzip.coding import codec, container
 
@@ -802,7 +802,16 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
         slots = codec.CACHE_TOKEN_SLOTS
         if ctx.cuda:
             codec.CACHE_TOKEN_SLOTS = max(slots, batch * header.window_tokens)
-        row["decode_batch"] = max(1, min(batch, len(lm_segs), codec.CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
+        from lmzip.coding import device_decode
+
+        if device_decode.wanted(lm):  # fixed-shape slots (a CUDA graph a step), segments flowing through them
+            capacity = min(header.window_tokens, max([s.token_count for s in lm_segs] + [1]))
+            row["decoder"] = "slots"
+            row["decode_batch"] = device_decode.slot_count(lm, batch, capacity, len(lm_segs)) if lm_segs else 0
+        else:
+            row["decoder"] = "lockstep"
+            row["decode_batch"] = max(1, min(batch, len(lm_segs), codec.CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
+        row["host_coding"] = "native" if codec.coding_native(lm) else "python"
         ctx.reset_peak()
         try:
             with GpuSampler(ctx) as gs:
@@ -821,6 +830,23 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
             row["decompress_peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
         ctx.rep.check("throughput", f"throughput {tag}: round trip on {dev}", row["roundtrip_ok"],
                       f"{len(data)} B in {row['segments']} segments")
+        if compare_lockstep and row["decoder"] == "slots" and ctx.rep.fits(3 * dt * max(1, row["decode_batch"]) + 5):
+            # The same file through the lockstep decoder, side by side (the slots' speed-up).
+            old = os.environ.get("LMZIP_DECODE")
+            os.environ["LMZIP_DECODE"] = "lockstep"
+            try:
+                sync(dev)
+                t = time.perf_counter()
+                back2 = lmzip.Decompressor(lm, device=dev, batch=batch).decompress(blob)
+                sync(dev)
+                dt2 = time.perf_counter() - t
+            finally:
+                if old is None:
+                    os.environ.pop("LMZIP_DECODE", None)
+                else:
+                    os.environ["LMZIP_DECODE"] = old
+            row.update(lockstep_decompress_s=round(dt2, 3), slots_speedup=round(dt2 / max(dt, 1e-9), 2))
+            ctx.rep.check("throughput", f"throughput {tag}: the lockstep decoder gives the same bytes", back2 == data)
     say("speed " + " ".join(f"{k}={v}" for k, v in row.items() if k not in ("device", "device_name")))
     return row
 
@@ -867,7 +893,7 @@ def phase_throughput(ctx: Ctx) -> None:
         if not rep.fits(need):
             rep.skip("throughput", f"batch-1 decode (adapt={adapt})", f"~{need:.0f} s, {rep.left():.0f} s left")
             continue
-        row = measure(ctx, which, data, 0, adapt, 1, f"batch1 adapt={adapt}")
+        row = measure(ctx, which, data, 0, adapt, 1, f"batch1 adapt={adapt}", compare_lockstep=True)
         row["ms_per_decoded_token"] = round(1e3 * row["decompress_s"] / max(1, row["tokens"]), 2)
         sec["batch1"].append(row)
         b1[adapt] = row
@@ -967,7 +993,9 @@ def print_summary(rep: Report) -> None:
         dec = (f"dec {r['decompress_bytes_per_s']:>9} B/s {r['decompress_tokens_per_s']:>8} tok/s"
                if "decompress_s" in r else "")
         print(f"  {r['tag']:<28} {r['bytes']:>8} B  {r['bits_per_byte']:.3f} bpb  comp {r['compress_bytes_per_s']:>9} B/s "
-              f"{r['compress_tokens_per_s']:>8} tok/s  {dec}  {r.get('ms_per_decoded_token', '')}")
+              f"{r['compress_tokens_per_s']:>8} tok/s  {dec}  {r.get('ms_per_decoded_token', '')} "
+              f"{r.get('decoder', '')}x{r.get('decode_batch', '')} {r.get('host_coding', '')}"
+              + (f" (slots: {r['slots_speedup']}x the lockstep speed)" if "slots_speedup" in r else ""))
     print(f"report: {rep.path}", flush=True)
 
 

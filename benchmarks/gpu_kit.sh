@@ -14,7 +14,7 @@ PY=${PYTHON:-python3}
 OUT=${OUT:-/tmp/gpu_kit_out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-export LMZIP_RUNTIME=reference                 # the torch reference on every device (no native build there)
+export LMZIP_RUNTIME=reference                 # the torch reference model on every device (the oracle on the CPU)
 export LMZIP_HOME=${LMZIP_HOME:-/tmp/lmzip_home}  # the converted teacher, tables, sha256 records
 export LMZIP_WHEEL_DIR=${LMZIP_WHEEL_DIR:-/tmp/gpu_kit/wheel}  # where `join` puts the teacher's source wheel
 SITE=/tmp/gpu_kit_site
@@ -33,6 +33,14 @@ log() { echo "[gpu_kit +$(( $(date +%s) - T0 )) s] $*"; }
 
 kit() {
   log "host $(uname -n), $("$PY" --version 2>&1), $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+  # 0. The native coder and predictor, built from source for this Python (an extension built here is
+  #    for 3.11), in the background while the teacher is joined and converted: on a GPU the host's side
+  #    of every step runs natively when it is there (codec.coding_native), in numpy when it is not.
+  local native_pid=""
+  if [ -z "${GPU_KIT_SKIP_NATIVE:-}" ]; then
+    ( LMZIP_BUILD_JOBS=$(nproc) "$PY" setup.py -q build_ext --inplace > /tmp/native_build.log 2>&1 ) &
+    native_pid=$!
+  fi
   # 1. The teacher's parts: joined and checked first (a cold machine lost the stored part: fail in seconds).
   "$PY" benchmarks/gpu_kit_prepare.py join || return 3
   # 2. The wheels the host lacks (constriction, zstandard, gguf, platformdirs), on PYTHONPATH.
@@ -49,6 +57,15 @@ kit() {
 import time; t = time.time()
 from lmzip.model import zoo
 print('teacher:', zoo.pull('smollm2-135m'), f'({time.time() - t:.1f} s)')" || return 6
+  if [ -n "$native_pid" ]; then
+    wait "$native_pid"
+    if "$PY" -c "from lmzip import native; assert native.available(), native.unavailable_reason()" 2>>/tmp/native_build.log; then
+      log "native coder and predictor built ($(ls lmzip/native/_native*.so 2>/dev/null | head -1))"
+    else
+      log "native build failed (tail of native_build.log below); the host's side runs in numpy"
+      tail -5 /tmp/native_build.log
+    fi
+  fi
   log "teacher in place; gpu_check.py for ${BUDGET} s"
   # 4. The check itself; timeout only as a last resort (it stops itself at its budget).
   # shellcheck disable=SC2086  # EXTRA is a list of options

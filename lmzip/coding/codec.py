@@ -109,13 +109,47 @@ def to_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
+def logits_host(z) -> np.ndarray:
+    """Integer logits for the native predictor: the native model's int32 rows as they are; the
+    reference's int64 tensor narrowed to int32 on its device first (half the bytes to copy from a
+    GPU), unless an entry exceeds 2**30 in magnitude (as ``NativeModel.head_logits32``: no real
+    model's logits come near, but a narrowing must never wrap)."""
+    if hasattr(z, "detach"):
+        import torch
+
+        z = z.detach()
+        if z.dtype == torch.int64 and z.numel() and int(z.abs().amax()) <= 1 << 30:
+            z = z.to(torch.int32)
+        return z.cpu().numpy()
+    return z
+
+
 def is_native(lm: LoadedModel) -> bool:
     """Whether the model runs on the native runtime (then the coder and predictor do too)."""
     return getattr(lm.model, "runtime", "reference") == "native"
 
 
-def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
+def coding_native(lm: LoadedModel) -> bool:
+    """Whether the coder and the adaptive predictor run natively: with the native model; with the
+    torch reference on a GPU whenever the extension is built (the host's side of a GPU step, where
+    numpy's predictor at ~1 ms a token would be the whole time); with the reference on a CPU only
+    if ``LMZIP_CODING=native`` (the reference path stays the oracle). ``LMZIP_CODING=reference``
+    keeps them in Python everywhere. Either computes the same integers and bytes."""
+    import os
+
+    from .. import native
+
+    choice = os.environ.get("LMZIP_CODING", "").strip().lower()
+    if choice == "reference":
+        return False
     if is_native(lm):
+        return True
+    device = getattr(getattr(lm.model, "device", None), "type", "cpu")
+    return (choice == "native" or device != "cpu") and native.available()
+
+
+def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
+    if coding_native(lm):
         from ..native.coding import NativeTokenEncoder
 
         return NativeTokenEncoder(total_bits=total_bits, top_k=top_k)
@@ -123,7 +157,7 @@ def new_encoder(lm: LoadedModel, total_bits: int, top_k: int):
 
 
 def new_decoder(lm: LoadedModel, data: bytes, total_bits: int, top_k: int):
-    if is_native(lm):
+    if coding_native(lm):
         from ..native.coding import NativeTokenDecoder
 
         return NativeTokenDecoder(data, total_bits=total_bits, top_k=top_k)
@@ -193,10 +227,10 @@ def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
     classes = lm.extra.get("token_classes")
     if params.mixer2 and classes is None:  # once per loaded model: a pass over the vocabulary
         classes = lm.extra["token_classes"] = token_classes(lm.tokenizer.token_bytes, V)
-    if is_native(lm):
+    if coding_native(lm):
         from ..native.coding import NativePredictor
 
-        return NativePredictor(params, lm.model.out_exp, V, classes)  # type: ignore[return-value]
+        return NativePredictor(params, to_numpy(lm.model.out_exp), V, classes)  # type: ignore[return-value]
     return AdaptivePredictor(params, to_numpy(lm.model.out_exp), V, classes)
 
 
@@ -232,13 +266,13 @@ def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: 
     n = len(ids)
     targets = np.asarray(ids, dtype=np.int64)
     enc = new_encoder(lm, p.total_bits, p.top_k)
-    if is_native(lm) and p.adapt is not None and FUSED:
+    if coding_native(lm) and p.adapt is not None and FUSED:
         # The same rows as predicted_rows, predicted, coded and learned in one native call per slice.
         pred = new_predictor(lm, p.adapt)
 
         def fused():
             for a, b, z, part in coded_rows(lm, ids, p, kind="logits32"):
-                pred.encode_logits(enc, z, targets[a:b])  # type: ignore[attr-defined]
+                pred.encode_logits(enc, logits_host(z), targets[a:b])  # type: ignore[attr-defined]
                 yield a, b, None, part
 
         source = fused()
@@ -349,7 +383,8 @@ class _Stream:
     """Decoding state of one LM segment inside a batch."""
 
     def __init__(self, index: int, seg: C.Segment, payload, header: C.Header, bos: int,
-                 predictor: AdaptivePredictor | None = None, decoder=None, native: bool = False):
+                 predictor: AdaptivePredictor | None = None, decoder=None, native: bool = False,
+                 drafting: bool = True):
         decoder = decoder or (lambda data, tb, k: TokenDecoder(data, total_bits=tb, top_k=k))
         self.index, self.n = index, seg.token_count
         self.original_length, self.reported = seg.original_length, 0  # for progress reports
@@ -360,7 +395,7 @@ class _Stream:
         self.sched = windows(self.n, header.window_tokens, header.overlap_tokens)
         self.bos = bos
         self.predictor = predictor
-        self.drafter = Drafter()
+        self.drafter = Drafter() if drafting else None  # None: one token a step (device_decode)
         self.native = native
         self.start = self.ctx = self.length = self.row = 0
 
@@ -381,9 +416,10 @@ class _Stream:
         if self.native:  # the same loop in one native call: predict, decode, learn per row
             room = min(len(guesses) + 1, self.length - self.row)
             syms = self.dec.decode_run(self.predictor, rows, guesses[: room - 1])
-            for sym in syms:
-                self.tokens.append(sym)
-                self.drafter.learn(sym)
+            self.tokens.extend(syms)
+            if self.drafter is not None:
+                for sym in syms:
+                    self.drafter.learn(sym)
             self.row += len(syms)
             return len(syms)
         used = 0
@@ -393,7 +429,8 @@ class _Stream:
             if self.predictor is not None:
                 self.predictor.update(sym)
             self.tokens.append(sym)
-            self.drafter.learn(sym)
+            if self.drafter is not None:
+                self.drafter.learn(sym)
             self.row += 1
             used += 1
             if used > len(guesses) or sym != guesses[used - 1] or self.row == self.length:
@@ -442,7 +479,8 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
         if active[0].predictor is None:
             rows = model.head_frequencies(h)
         else:  # the adaptive predictor turns each stream's logits into its frequencies
-            rows = to_numpy(model.head_logits32(h) if streams[0].native else model.head_logits(h))
+            rows = (model.head_logits32(h) if is_native(lm) else logits_host(model.head_logits(h))) \
+                if streams[0].native else to_numpy(model.head_logits(h))
         steps += 1
         if progress and steps % 32 == 0:
             for st in active:
@@ -567,22 +605,36 @@ def decode_group(header: C.Header, items: list, lm: LoadedModel | None, adapt: A
                 progress(seg.original_length)
     if not lm_segments:
         return out
+    native = coding_native(lm) and FUSED
+
+    def make_stream(i: int, seg: C.Segment, payload, drafting: bool = True) -> _Stream:
+        return _Stream(i, seg, payload, header, lm.tokenizer.bos_id, new_predictor(lm, adapt) if adapt else None,
+                       lambda data, tb, k: new_decoder(lm, data, tb, k), native, drafting)
+
+    def finish(st: _Stream) -> None:
+        seg = header.segments[st.index]
+        data = transforms.inverse(lm.tokenizer.decode(np.asarray(st.tokens, dtype=np.int64)), seg.transforms)
+        C.verify_segment(seg, data, st.index)
+        out[st.index] = data
+        if progress:
+            progress(seg.original_length - st.reported)
+
+    from . import device_decode
+
+    if device_decode.wanted(lm):  # a GPU: fixed-shape steps over slots, segments flowing through them
+        for st in device_decode.decode_streams(lm, header, lm_segments,
+                                               lambda i, seg, payload: make_stream(i, seg, payload, False),
+                                               batch, progress, native):
+            finish(st)
+        return out
     # Keys/values cost ~46 KB per token slot for the teacher: bound the cache, not just the streams.
     batch = lockstep_streams(batch, header.window_tokens, [seg.token_count for _, seg, _ in lm_segments])
-    native = is_native(lm) and FUSED
     for b0 in range(0, len(lm_segments), batch):
         # Decoders and predictors (~1.5 MB each for the teacher) exist for one batch at a time.
-        group = [_Stream(i, seg, payload, header, lm.tokenizer.bos_id, new_predictor(lm, adapt) if adapt else None,
-                         lambda data, tb, k: new_decoder(lm, data, tb, k), native)
-                 for i, seg, payload in lm_segments[b0 : b0 + batch]]
+        group = [make_stream(i, seg, payload) for i, seg, payload in lm_segments[b0 : b0 + batch]]
         _decode_lm_batch(lm, header, group, progress)
         for st in group:
-            seg = header.segments[st.index]
-            data = transforms.inverse(lm.tokenizer.decode(np.asarray(st.tokens, dtype=np.int64)), seg.transforms)
-            C.verify_segment(seg, data, st.index)
-            out[st.index] = data
-            if progress:
-                progress(seg.original_length - st.reported)
+            finish(st)
     return out
 
 

@@ -46,6 +46,13 @@ class StaticStep:
         self._out: torch.Tensor | None = None  # the graph's output
         self._graph = None
         self.lengths = [0] * batch  # the host's copy of cache.lengths (never read back)
+        # On a GPU, tokens and lengths go up from pinned memory, asynchronously: a pageable copy
+        # may wait for the device. An event per staging row marks its last upload, so the row is
+        # not rewritten before the device has read it (and waiting on it waits for nothing else).
+        self._stage = self._staged = None
+        if dev.type == "cuda":
+            self._stage = torch.zeros(2, batch, dtype=torch.int64, pin_memory=True)
+            self._staged = [torch.cuda.Event(), torch.cuda.Event()]
 
     # -- bookkeeping on the host ----------------------------------------------------------
 
@@ -53,6 +60,24 @@ class StaticStep:
         """Start stream ``slot`` again at position 0 (its old keys stay, masked)."""
         self.cache.lengths[slot] = 0
         self.lengths[slot] = 0
+
+    def set_lengths(self, lengths) -> None:
+        """Every stream's length at once, from the host (one small copy): a caller that moves
+        streams in and out of slots keeps the lengths itself and hands them over before a step."""
+        lengths = [int(n) for n in lengths]
+        if len(lengths) != self.batch or min(lengths) < 0 or max(lengths) > self.capacity:
+            raise ValueError(f"expected {self.batch} lengths in [0, {self.capacity}]")
+        self._upload(1, lengths, self.cache.lengths)
+        self.lengths = lengths
+
+    def _upload(self, row: int, values: list[int], dst: torch.Tensor) -> None:
+        if self._stage is None:
+            dst.copy_(torch.tensor(values, dtype=torch.int64))
+            return
+        self._staged[row].synchronize()
+        self._stage[row].copy_(torch.tensor(values, dtype=torch.int64))
+        dst.copy_(self._stage[row], non_blocking=True)
+        self._staged[row].record()
 
     def step(self, tokens) -> torch.Tensor:
         """Append ``tokens`` [batch] (one per stream) and return their int64 logits [batch, V].
@@ -66,8 +91,9 @@ class StaticStep:
             ids = [int(t) for t in tokens]
             if len(ids) != self.batch or min(ids) < 0 or max(ids) >= self.model.cfg.vocab_size:
                 raise ValueError(f"expected {self.batch} token ids in [0, {self.model.cfg.vocab_size})")
-            tokens = torch.tensor(ids, dtype=torch.int64)
-        self._tokens.copy_(tokens.reshape(self.batch), non_blocking=True)
+            self._upload(0, ids, self._tokens)
+        else:
+            self._tokens.copy_(tokens.reshape(self.batch), non_blocking=True)
         self.lengths = [n + 1 for n in self.lengths]
         if self._graph is not None:
             self._graph.replay()

@@ -9,6 +9,8 @@ Environment:
   LMZIP_RUNTIME=reference   use the torch reference even where the native runtime is available
   LMZIP_SIMD=portable|avx2|avx512vnni   cap the SIMD level (for measurements and tests)
   LMZIP_THREADS=N           threads of the native model (default: the CPUs this process may use)
+  LMZIP_CODING=native|reference   the coder and predictor beside a torch model: native by default on
+                            a GPU where the extension is built, in Python on a CPU (codec.coding_native)
 """
 
 from __future__ import annotations

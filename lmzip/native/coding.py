@@ -148,3 +148,26 @@ class NativePredictor:
 
     def digest(self) -> str:
         return state_digest(**self._p.state())
+
+
+class HostPool:
+    """Threads for the host's side of a device decoding step: one token for each of many streams,
+    each stream's predictor and decoder run by one task (``device_decode``)."""
+
+    def __init__(self, threads: int) -> None:
+        self._h = _native.HostPool(max(1, int(threads)))
+
+    @property
+    def threads(self) -> int:
+        return self._h.threads
+
+    def decode_step(self, predictors: "list[NativePredictor] | None", decoders: list[NativeTokenDecoder],
+                    rows: np.ndarray, slots: list[int]) -> np.ndarray:
+        """Stream i decodes one token from rows[slots[i]]: logits through predictors[i], or, with no
+        predictors, frequencies as they are. Returns the symbols; a stream whose data is invalid
+        raises its decoder's error."""
+        preds = [p._p for p in predictors] if predictors else []
+        syms = self._h.decode_step(preds, [d._d for d in decoders], _logits(rows) if predictors else rows, slots)
+        if syms.size and syms.min() < 0:
+            raise _stream_error(int(syms[syms < 0][0]))
+        return syms

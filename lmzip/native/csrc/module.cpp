@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <stdexcept>
 #include <string>
@@ -206,6 +207,59 @@ void def_logit_loops(py::module_& m) {
     }
     return out;
   }, py::arg("predictor"), py::arg("decoder"), py::arg("rows"), py::arg("guesses"));
+}
+
+// The host's side of a device decoding step (lmzip/coding/device_decode.py): stream i decodes one
+// token from rows[slots[i]] with predictors[i] (the rows are logits), or with no predictors at all
+// from the row itself (the rows are frequencies), the streams spread over the pool's threads.
+// Each stream's state is touched by one task only, so the symbols cannot depend on the threads.
+struct HostPool {
+  ThreadPool pool;
+  explicit HostPool(int threads) : pool(threads) {}
+};
+
+template <class T>
+void def_step_loops(py::class_<HostPool>& c) {
+  c.def("decode_step", [](HostPool& hp, std::vector<Predictor*> preds, std::vector<PyDecoder*> decs,
+                          carray<T> rows, std::vector<int64_t> slots) {
+    if (rows.ndim() != 2) throw std::invalid_argument("rows must be [n, V]");
+    const int64_t n = int64_t(decs.size()), R = rows.shape(0);
+    const int V = int(rows.shape(1));
+    if (int64_t(slots.size()) != n || (!preds.empty() && int64_t(preds.size()) != n))
+      throw std::invalid_argument("one slot (and one predictor, if any) per decoder");
+    std::vector<const void*> seen;
+    for (int64_t i = 0; i < n; ++i) {
+      if (!decs[size_t(i)] || slots[size_t(i)] < 0 || slots[size_t(i)] >= R) throw std::invalid_argument("bad decoder or slot");
+      if (!preds.empty() && (!preds[size_t(i)] || preds[size_t(i)]->vocab() != V)) throw std::invalid_argument("bad predictor");
+      seen.push_back(decs[size_t(i)]);
+      if (!preds.empty()) seen.push_back(preds[size_t(i)]);
+    }
+    std::sort(seen.begin(), seen.end());
+    if (std::adjacent_find(seen.begin(), seen.end()) != seen.end())
+      throw std::invalid_argument("a decoder or predictor appears twice in one step");
+    py::array_t<int64_t> out(n);
+    int64_t* o = out.mutable_data();
+    const T* base = rows.data();
+    {
+      py::gil_scoped_release nogil;
+      hp.pool.run(n, [&](int64_t i) {
+        thread_local std::vector<int32_t> f;
+        f.resize(size_t(V));
+        Predictor* p = preds.empty() ? nullptr : preds[size_t(i)];
+        const T* row = base + slots[size_t(i)] * V;
+        if (p) {
+          p->predict(row, f.data());
+        } else {
+          for (int v = 0; v < V; ++v) f[size_t(v)] = int32_t(row[v]);
+        }
+        const int32_t s = decs[size_t(i)]->code(f.data(), V, p ? p->block_maxima() : nullptr);
+        o[i] = s;
+        if (s >= 0 && p) p->update(s);
+      });
+    }
+    return out;
+  }, py::arg("predictors"), py::arg("decoders"), py::arg("rows"), py::arg("slots"),
+  "One token for each stream (the symbols; negative: that stream's data is invalid)");
 }
 
 }  // namespace
@@ -521,5 +575,11 @@ PYBIND11_MODULE(_native, m) {
   // int64 logits, or int32 from Model.head_logits32 (each overload takes its dtype as it is)
   def_logit_loops<int32_t>(m);
   def_logit_loops<int64_t>(m);
+
+  py::class_<HostPool> host(m, "HostPool");
+  host.def(py::init<int>(), py::arg("threads"))
+      .def_property_readonly("threads", [](HostPool& hp) { return hp.pool.size(); });
+  def_step_loops<int32_t>(host);
+  def_step_loops<int64_t>(host);
 
 }
