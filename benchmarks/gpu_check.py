@@ -812,14 +812,17 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
             row["decoder"] = "lockstep"
             row["decode_batch"] = max(1, min(batch, len(lm_segs), codec.CACHE_TOKEN_SLOTS // max(1, header.window_tokens)))
         row["host_coding"] = "native" if codec.coding_native(lm) else "python"
+        def timed_decompress() -> tuple[bytes, float]:
+            sync(dev)
+            t = time.perf_counter()
+            back = lmzip.Decompressor(lm, device=dev, batch=batch).decompress(blob)
+            sync(dev)
+            return back, time.perf_counter() - t
+
         ctx.reset_peak()
         try:
             with GpuSampler(ctx) as gs:
-                sync(dev)
-                t = time.perf_counter()
-                back = lmzip.Decompressor(lm, device=dev, batch=batch).decompress(blob)
-                sync(dev)
-                dt = time.perf_counter() - t
+                back, dt = timed_decompress()
         finally:
             codec.CACHE_TOKEN_SLOTS = slots
         row.update(roundtrip_ok=back == data, decompress_s=round(dt, 3), decompress_bytes_per_s=round(len(data) / dt, 1),
@@ -835,11 +838,7 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
             old = os.environ.get("LMZIP_DECODE")
             os.environ["LMZIP_DECODE"] = "lockstep"
             try:
-                sync(dev)
-                t = time.perf_counter()
-                back2 = lmzip.Decompressor(lm, device=dev, batch=batch).decompress(blob)
-                sync(dev)
-                dt2 = time.perf_counter() - t
+                back2, dt2 = timed_decompress()
             finally:
                 if old is None:
                     os.environ.pop("LMZIP_DECODE", None)

@@ -408,6 +408,30 @@ class _Stream:
             return True
         return False
 
+    def accept(self, syms) -> None:
+        """Take symbols decoded elsewhere (a native call) as the stream's next tokens."""
+        self.tokens.extend(syms)
+        if self.drafter is not None:
+            for sym in syms:
+                self.drafter.learn(sym)
+        self.row += len(syms)
+
+    def report(self, progress: Progress) -> None:
+        """Progress in bytes, in proportion to the tokens decoded so far."""
+        est = self.original_length * len(self.tokens) // max(1, self.n)
+        progress(est - self.reported)
+        self.reported = est
+
+    def prefill(self, model, cache, slot: int) -> None:
+        """Make ``slot`` of ``cache`` this stream at the start of its window: the context's
+        keys/values computed alone and copied in (those rows were coded by the previous window)."""
+        cache.reset(slot)
+        if self.ctx:
+            sub = model.new_cache(1, self.ctx)
+            ctx = np.array([[self.input(self.start + i) for i in range(self.ctx)]], dtype=np.int64)
+            model.hidden(sub, ctx)  # keys/values only
+            cache.copy_stream(slot, sub)
+
     def decode(self, rows, guesses: list[int]) -> int:
         """Decode from rows[0], rows[1], ... while the guesses hold; return how many rows were used.
 
@@ -416,11 +440,7 @@ class _Stream:
         if self.native:  # the same loop in one native call: predict, decode, learn per row
             room = min(len(guesses) + 1, self.length - self.row)
             syms = self.dec.decode_run(self.predictor, rows, guesses[: room - 1])
-            self.tokens.extend(syms)
-            if self.drafter is not None:
-                for sym in syms:
-                    self.drafter.learn(sym)
-            self.row += len(syms)
+            self.accept(syms)
             return len(syms)
         used = 0
         while True:
@@ -457,16 +477,8 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
     # A window never holds more tokens than its segment: small inputs get a small cache.
     cache = model.new_cache(len(active), min(header.window_tokens, max(st.n for st in active)))
 
-    def prefill(slot: int, st: _Stream) -> None:
-        cache.reset(slot)
-        if st.ctx:
-            sub = model.new_cache(1, st.ctx)
-            ctx = np.array([[st.input(st.start + i) for i in range(st.ctx)]], dtype=np.int64)
-            model.hidden(sub, ctx)  # keys/values only: these rows were coded by the previous window
-            cache.copy_stream(slot, sub)
-
     for slot, st in enumerate(active):
-        prefill(slot, st)
+        st.prefill(model, cache, slot)
     steps = 0
     while active:
         # Every stream's tokens sit at positions row, row + 1, ... of its window (cache.lengths == row).
@@ -484,16 +496,14 @@ def _decode_lm_batch(lm: LoadedModel, header: C.Header, streams: list[_Stream], 
         steps += 1
         if progress and steps % 32 == 0:
             for st in active:
-                est = st.original_length * len(st.tokens) // max(1, st.n)
-                progress(est - st.reported)
-                st.reported = est
+                st.report(progress)
         done = []
         for slot, st in enumerate(active):
             st.decode(rows[slot], guesses[slot])
             cache.lengths[slot] = st.row  # forget the keys/values of rows whose guesses failed
             if st.row == st.length:
                 if st.next_window():
-                    prefill(slot, st)
+                    st.prefill(model, cache, slot)
                 else:
                     done.append(slot)
         if done:

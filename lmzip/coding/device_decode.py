@@ -72,7 +72,7 @@ class _Lane:
     def __init__(self, lm, slots: int, capacity: int, frequencies: bool):
         from ..model.static_step import StaticStep
 
-        self.lm, self.model = lm, lm.model
+        self.model = lm.model
         self.static = StaticStep(lm.model, slots, capacity)
         self.streams: list = [None] * slots
         self.frequencies = frequencies
@@ -96,15 +96,9 @@ class _Lane:
         return all(st is None for st in self.streams)
 
     def place(self, slot: int, st) -> None:
-        """Put stream ``st`` (at the start of a window) into ``slot``: its context's keys and values
-        computed alone and copied in (the rows of those tokens were coded by the previous window)."""
+        """Put stream ``st`` (at the start of a window) into ``slot``, its context prefilled."""
         self.streams[slot] = st
-        cache = self.static.cache
-        if st.ctx:
-            sub = self.model.new_cache(1, st.ctx)
-            ctx = np.array([[st.input(st.start + i) for i in range(st.ctx)]], dtype=np.int64)
-            self.model.hidden(sub, ctx)
-            cache.copy_stream(slot, sub)
+        st.prefill(self.model, self.static.cache, slot)
 
     def launch(self) -> None:
         import torch
@@ -193,18 +187,15 @@ def decode_streams(lm, header: C.Header, items: list, make_stream: Callable, bat
             preds = [st.predictor for st in streams] if streams[0].predictor is not None else None
             syms = host.decode_step(preds, [st.dec for st in streams], rows, busy)
             for st, sym in zip(streams, syms.tolist()):
-                st.tokens.append(sym)
-                st.row += 1
-            for slot in busy:
-                advance(lane, slot)
-            return
-        work = [lambda s=slot: lane.streams[s].decode(rows[s : s + 1], []) for slot in busy]
-        if pool is None:
-            for w in work:
-                w()
+                st.accept((sym,))
         else:
-            for f in [pool.submit(w) for w in work]:
-                f.result()  # the first error (a corrupt stream) is raised here
+            work = [lambda s=slot: lane.streams[s].decode(rows[s : s + 1], []) for slot in busy]
+            if pool is None:
+                for w in work:
+                    w()
+            else:
+                for f in [pool.submit(w) for w in work]:
+                    f.result()  # the first error (a corrupt stream) is raised here
         for slot in busy:
             advance(lane, slot)
 
@@ -230,9 +221,7 @@ def decode_streams(lm, header: C.Header, items: list, make_stream: Callable, bat
                 for lane in lanes:
                     for st in lane.streams:
                         if st is not None:
-                            est = st.original_length * len(st.tokens) // max(1, st.n)
-                            progress(est - st.reported)
-                            st.reported = est
+                            st.report(progress)
             yield from _drain(finished)
     finally:
         if pool is not None:
