@@ -34,6 +34,7 @@ The report (``OUT/gpu_report.json``) is rewritten after every result. Exit statu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -772,31 +773,55 @@ def build_text(sources: list[bytes], n_pieces: int, piece: int) -> bytes:
     return b"".join(pieces)
 
 
+@contextlib.contextmanager
+def env(name: str, value: str):
+    """The environment variable ``name`` set to ``value`` for a while (lmzip reads it at each call)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, batch: int, tag: str,
-            decompress: bool = True, compare_lockstep: bool = False) -> dict:
+            decompress: bool = True, compare_lockstep: bool = False, compare_sequential: bool = False) -> dict:
     import lmzip
-    from lmzip.coding import codec, container
+    from lmzip.coding import batch_encode, codec, container
 
     torch, dev = ctx.torch, ctx.device
     lm = ctx.dev(which)
     row = {"tag": tag, "model": which, "adapt": adapt, "segment_bytes": segment_bytes, "bytes": len(data),
            "device": dev, "device_name": ctx.rep.data["meta"].get("device_name")}
-    ctx.reset_peak()
-    with GpuSampler(ctx) as gs:
+    def timed_compress() -> tuple[bytes, float]:
         sync(dev)
         t = time.perf_counter()
         blob = lmzip.Compressor(lm, device=dev, segment_size=segment_bytes, adapt=adapt, fallback=False).compress(data)
         sync(dev)
-        ct = time.perf_counter() - t
+        return blob, time.perf_counter() - t
+
+    ctx.reset_peak()
+    with GpuSampler(ctx) as gs:
+        blob, ct = timed_compress()
     header = container.peek_header(blob)
     lm_segs = [s for s in header.segments if s.method == container.METHOD_LM]
     tokens = sum(s.token_count for s in lm_segs)
+    row["encode_batch"] = min(batch_encode.batch_for(lm), max(1, len(lm_segs)))  # segments a forward
     row.update(segments=len(header.segments), lm_segments=len(lm_segs), tokens=tokens, lmz_bytes=len(blob),
                bits_per_byte=round(8 * len(blob) / max(1, len(data)), 4), window=header.window_tokens,
                compress_s=round(ct, 3), compress_bytes_per_s=round(len(data) / ct, 1),
                compress_tokens_per_s=round(tokens / ct, 1), **{f"compress_{k}": v for k, v in gs.summary().items()})
     if ctx.cuda:
         row["compress_peak_gpu_mem_bytes"] = torch.cuda.max_memory_allocated()
+    if compare_sequential and row["encode_batch"] > 1 and ctx.rep.fits(ct * row["encode_batch"] + 5):
+        # The same file one segment at a time, side by side (the batched forwards' speed-up).
+        with env("LMZIP_ENCODE_BATCH", "1"):
+            blob1, ct1 = timed_compress()
+        row.update(sequential_compress_s=round(ct1, 3), batched_compress_speedup=round(ct1 / max(ct, 1e-9), 2))
+        ctx.rep.check("throughput", f"throughput {tag}: one segment at a time writes the same bytes", blob1 == blob)
     if decompress:
         # codec caps a decoding batch at CACHE_TOKEN_SLOTS // window streams (CPU memory); the GPU has room for N.
         slots = codec.CACHE_TOKEN_SLOTS
@@ -835,15 +860,8 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
                       f"{len(data)} B in {row['segments']} segments")
         if compare_lockstep and row["decoder"] == "slots" and ctx.rep.fits(3 * dt * max(1, row["decode_batch"]) + 5):
             # The same file through the lockstep decoder, side by side (the slots' speed-up).
-            old = os.environ.get("LMZIP_DECODE")
-            os.environ["LMZIP_DECODE"] = "lockstep"
-            try:
+            with env("LMZIP_DECODE", "lockstep"):
                 back2, dt2 = timed_decompress()
-            finally:
-                if old is None:
-                    os.environ.pop("LMZIP_DECODE", None)
-                else:
-                    os.environ["LMZIP_DECODE"] = old
             row.update(lockstep_decompress_s=round(dt2, 3), slots_speedup=round(dt2 / max(dt, 1e-9), 2))
             ctx.rep.check("throughput", f"throughput {tag}: the lockstep decoder gives the same bytes", back2 == data)
     say("speed " + " ".join(f"{k}={v}" for k, v in row.items() if k not in ("device", "device_name")))
@@ -916,7 +934,8 @@ def phase_throughput(ctx: Ctx) -> None:
                 kinds.remove(adapt)
                 continue
             t = time.perf_counter()
-            row = measure(ctx, which, data, size, adapt, N, f"{N}x{size}B adapt={adapt}")
+            row = measure(ctx, which, data, size, adapt, N, f"{N}x{size}B adapt={adapt}",
+                          compare_sequential=adapt not in last)
             row["projected_s"] = round(need, 2)
             last[adapt] = (len(data), time.perf_counter() - t)
             sec["runs"].append(row)
@@ -994,7 +1013,9 @@ def print_summary(rep: Report) -> None:
         print(f"  {r['tag']:<28} {r['bytes']:>8} B  {r['bits_per_byte']:.3f} bpb  comp {r['compress_bytes_per_s']:>9} B/s "
               f"{r['compress_tokens_per_s']:>8} tok/s  {dec}  {r.get('ms_per_decoded_token', '')} "
               f"{r.get('decoder', '')}x{r.get('decode_batch', '')} {r.get('host_coding', '')}"
-              + (f" (slots: {r['slots_speedup']}x the lockstep speed)" if "slots_speedup" in r else ""))
+              + (f" (slots: {r['slots_speedup']}x the lockstep speed)" if "slots_speedup" in r else "")
+              + (f" (compress batch {r['encode_batch']}: {r['batched_compress_speedup']}x one segment at a time)"
+                 if "batched_compress_speedup" in r else ""))
     print(f"report: {rep.path}", flush=True)
 
 

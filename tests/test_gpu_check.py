@@ -74,5 +74,5 @@ def test_tiny_rehearsal_reports_everything(tmp_path):
     # (d) rows carry the figures the issue asks for
     for r in report["throughput"]["batch1"] + report["throughput"]["runs"]:
         assert r["roundtrip_ok"] and r["compress_bytes_per_s"] > 0 and r["decompress_tokens_per_s"] > 0
-        assert {"bits_per_byte", "tokens", "segments", "decode_batch", "device_name"} <= set(r)
+        assert {"bits_per_byte", "tokens", "segments", "decode_batch", "encode_batch", "device_name"} <= set(r)
     assert "gpu_check summary" in res.stdout

@@ -237,60 +237,117 @@ def new_predictor(lm: LoadedModel, params: AdaptParams) -> AdaptivePredictor:
 TokenHook = Callable[[int, AdaptivePredictor, np.ndarray], None]
 
 
+def learned_rows(pred: AdaptivePredictor, z: np.ndarray, ids: np.ndarray, a: int,
+                 on_token: TokenHook | None = None) -> np.ndarray:
+    """The adaptive predictor's rows for tokens a.. from the model's logits ``z`` (one row each),
+    each token learned right after its row is made."""
+    rows = np.empty(z.shape, dtype=np.int32)  # what the model gives the coder too
+    for i in range(len(z)):
+        rows[i] = pred.predict(z[i])
+        pred.update(int(ids[a + i]))
+        if on_token:
+            on_token(a + i, pred, z[i])
+    return rows
+
+
 def predicted_rows(lm: LoadedModel, ids: np.ndarray, p: CodecParams, on_token: TokenHook | None = None
                    ) -> Iterator[tuple[int, int, np.ndarray, tuple[int, int] | None]]:
     """The frequency rows compression codes for one segment, in coding order (see ``coded_rows``):
     the model's own, or with ``p.adapt`` the adaptive predictor's, which learns each token
     after its row is made. ``on_token(i, predictor, logits)`` runs after token i is learned.
-    Encoder, cost and explanation all read the model through here, so they cannot disagree
-    about what is coded."""
+    Encoder, cost and explanation all read the model through here (or through
+    ``SegmentCoder``'s fused equivalent), so they cannot disagree about what is coded."""
     if p.adapt is None:
         yield from coded_rows(lm, ids, p)
         return
     pred = new_predictor(lm, p.adapt)
     for a, b, z, part in coded_rows(lm, ids, p, kind="logits"):
-        z = to_numpy(z)
-        rows = np.empty(z.shape, dtype=np.int32)  # what the model gives the coder too
-        for i in range(b - a):
-            rows[i] = pred.predict(z[i])
-            pred.update(int(ids[a + i]))
-            if on_token:
-                on_token(a + i, pred, z[i])
-        yield a, b, rows, part
+        yield a, b, learned_rows(pred, to_numpy(z), ids, a, on_token), part
 
 
-def _encode_segment(lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float,
-                    progress: Progress | None = None) -> tuple[bytes, int] | None:
-    """LM-code one segment; None as soon as it is clearly losing to ``give_up_bits`` (the fallback's size)."""
-    ids = lm.tokenizer.encode(data)
-    n = len(ids)
-    targets = np.asarray(ids, dtype=np.int64)
-    enc = new_encoder(lm, p.total_bits, p.top_k)
-    if coding_native(lm) and p.adapt is not None and FUSED:
-        # The same rows as predicted_rows, predicted, coded and learned in one native call per slice.
-        pred = new_predictor(lm, p.adapt)
+class SegmentCoder:
+    """One segment's LM coding: its tokens, range encoder and predictor, fed the model's rows a
+    slice at a time in coding order (``run``: from ``coded_rows``; ``batch_encode`` feeds many
+    segments from batched forwards). ``kind`` is the rows it wants (``coded_rows``' kinds).
 
-        def fused():
-            for a, b, z, part in coded_rows(lm, ids, p, kind="logits32"):
-                pred.encode_logits(enc, logits_host(z), targets[a:b])  # type: ignore[attr-defined]
-                yield a, b, None, part
+    It gives up (``finish`` returns None) as soon as the segment is clearly losing to
+    ``give_up_bits`` (the fallback's size): only at the end of a part, so the decision and the
+    bytes do not depend on how the rows were sliced or batched."""
 
-        source = fused()
-    else:
-        source = predicted_rows(lm, ids, p)
-    for a, b, freqs, part in source:
-        if freqs is not None:
-            enc.encode_many(targets[a:b], freqs)
+    def __init__(self, lm: LoadedModel, data: bytes, p: CodecParams, give_up_bits: float,
+                 progress: Progress | None = None) -> None:
+        self.lm, self.p, self.size, self.give_up_bits, self.progress = lm, p, len(data), give_up_bits, progress
+        self.ids = lm.tokenizer.encode(data)
+        self.n = len(self.ids)
+        self.targets = np.asarray(self.ids, dtype=np.int64)
+        self.enc = new_encoder(lm, p.total_bits, p.top_k)
+        self.pred = new_predictor(lm, p.adapt) if p.adapt is not None else None
+        # Native coding: the rows are predicted, coded and learned in one call per slice.
+        self.fused = self.pred is not None and coding_native(lm) and FUSED
+        self.kind = "frequencies" if self.pred is None else "logits32" if self.fused else "logits"
+        self.given_up = False
+
+    def feed(self, a: int, b: int, z, part: tuple[int, int] | None) -> bool:
+        """Code tokens a..b-1 from their rows ``z``; at a part's end (``part``: the tokens it
+        coded) report progress and maybe give up. False once given up: feed nothing more."""
+        if self.fused:
+            self.pred.encode_logits(self.enc, logits_host(z), self.targets[a:b])  # type: ignore[union-attr]
+        elif self.pred is not None:
+            self.enc.encode_many(self.targets[a:b], learned_rows(self.pred, to_numpy(z), self.ids, a))
+        else:
+            self.enc.encode_many(self.targets[a:b], z)
         if part is None:
-            continue
+            return True
         first, done = part
-        if progress:  # bytes in proportion to tokens; compress() reports the exact remainder
-            progress(len(data) * done // n - len(data) * first // n)
+        if self.progress:  # bytes in proportion to tokens; encode_piece reports the exact remainder
+            self.progress(self.size * done // self.n - self.size * first // self.n)
         # Early exit for data the model cannot predict (binary, random): extrapolate the cost,
         # once enough tokens are coded that a cold start does not decide it.
-        if done >= GIVE_UP_AFTER and enc.num_bytes() * 8 * n / done > give_up_bits * 1.25 + 1024:
-            return None
-    return enc.finish(), n
+        if done >= GIVE_UP_AFTER and self.enc.num_bytes() * 8 * self.n / done > self.give_up_bits * 1.25 + 1024:
+            self.given_up = True
+        return not self.given_up
+
+    def run(self) -> None:
+        """Feed every row from the model, one window after another."""
+        for a, b, z, part in coded_rows(self.lm, self.ids, self.p, kind=self.kind):
+            if not self.feed(a, b, z, part):
+                return
+
+    def finish(self) -> tuple[bytes, int] | None:
+        """(payload, tokens), or None if the segment gave up."""
+        return None if self.given_up else (self.enc.finish(), self.n)
+
+
+class PieceJob:
+    """One segment to code (``encode_piece``): the fallback's coding first, then, if the bytes look
+    like text, a ``SegmentCoder`` over them (transformed) to run; ``result`` keeps the smaller.
+    Reports ``len(chunk)`` bytes of progress in all."""
+
+    def __init__(self, lm: LoadedModel, chunk: bytes, text: bool, p: CodecParams,
+                 progress: Progress | None = None) -> None:
+        self.chunk, self.p, self.progress, self.reported = chunk, p, progress, 0
+        self.fallback = C.make_fallback_segment(chunk, p.format_version)
+        self.coder: SegmentCoder | None = None
+        if text:  # binary would lose to the fallback, slowly
+            self.tf = transforms.choose(chunk, p.transforms)
+            give_up = 8 * len(self.fallback[1]) if p.fallback else float("inf")
+            self.coder = SegmentCoder(lm, transforms.forward(chunk, self.tf), p, give_up_bits=give_up,
+                                      progress=self._tick if progress else None)
+
+    def _tick(self, nbytes: int) -> None:
+        self.reported += nbytes
+        self.progress(nbytes)  # type: ignore[misc]
+
+    def result(self) -> tuple[C.Segment, bytes]:
+        """The segment and its payload, once the coder (if any) has run."""
+        if self.progress:
+            self.progress(len(self.chunk) - self.reported)
+        coded = self.coder.finish() if self.coder is not None else None
+        if coded is not None and (len(coded[0]) < len(self.fallback[1]) or not self.p.fallback):
+            payload, n_tokens = coded
+            chunk = self.chunk
+            return C.Segment(C.METHOD_LM, self.tf, len(chunk), len(payload), n_tokens, C.crc32(chunk)), payload
+        return self.fallback
 
 
 def encode_piece(lm: LoadedModel, chunk: bytes, text: bool, p: CodecParams,
@@ -298,28 +355,23 @@ def encode_piece(lm: LoadedModel, chunk: bytes, text: bool, p: CodecParams,
     """Code one segment's bytes: with the model if ``text`` (``sniff.py``) and it beats the
     fallback (or ``p.fallback`` is off), else with the smallest fallback. Reports ``len(chunk)``
     bytes of progress in all."""
-    fb_seg, fb_payload = C.make_fallback_segment(chunk, p.format_version)
-    if not text:  # binary: the model would lose to the fallback, slowly
-        if progress:
-            progress(len(chunk))
-        return fb_seg, fb_payload
-    tf = transforms.choose(chunk, p.transforms)
-    give_up = 8 * len(fb_payload) if p.fallback else float("inf")
-    reported = 0
+    job = PieceJob(lm, chunk, text, p, progress)
+    if job.coder is not None:
+        job.coder.run()
+    return job.result()
 
-    def tick(nbytes: int) -> None:
-        nonlocal reported
-        reported += nbytes
-        progress(nbytes)  # type: ignore[misc]
 
-    coded = _encode_segment(lm, transforms.forward(chunk, tf), p, give_up_bits=give_up,
-                            progress=tick if progress else None)
-    if progress:
-        progress(len(chunk) - reported)
-    if coded is not None and (len(coded[0]) < len(fb_payload) or not p.fallback):
-        payload, n_tokens = coded
-        return C.Segment(C.METHOD_LM, tf, len(chunk), len(payload), n_tokens, C.crc32(chunk)), payload
-    return fb_seg, fb_payload
+def encode_pieces(lm: LoadedModel, pieces: list[tuple[bytes, bool]], p: CodecParams,
+                  progress: Progress | None = None, batch: int = 1) -> list[tuple[C.Segment, bytes]]:
+    """``encode_piece`` for each of ``pieces`` ((bytes, text)), in order: with ``batch`` > 1 the
+    model's forwards run over up to ``batch`` segments at once (``batch_encode``; the same bytes)."""
+    if batch <= 1:
+        return [encode_piece(lm, chunk, text, p, progress) for chunk, text in pieces]
+    from . import batch_encode
+
+    jobs = [PieceJob(lm, chunk, text, p, progress) for chunk, text in pieces]
+    batch_encode.run([j.coder for j in jobs if j.coder is not None], batch)
+    return [j.result() for j in jobs]
 
 
 def compress(data: bytes, lm: LoadedModel, params: CodecParams | None = None, progress: Progress | None = None) -> bytes:
@@ -675,4 +727,4 @@ def lm_cost_bits(lm: LoadedModel, data: bytes, p: CodecParams | None = None) -> 
     return float(bits), len(ids)
 
 
-__all__ = ["CodecParams", "compress", "make_header", "encode_piece", "check_decodable", "decode_group", "decompress", "decompress_parsed", "windows", "segment_end", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]
+__all__ = ["CodecParams", "compress", "make_header", "encode_piece", "encode_pieces", "check_decodable", "decode_group", "decompress", "decompress_parsed", "windows", "segment_end", "split_segments", "lm_cost_bits", "coded_rows", "predicted_rows", "FormatError"]

@@ -5,7 +5,8 @@ back, but an encoder learns the table only at the end. ``StreamCompressor`` ther
 segment as its bytes arrive and spools the payloads (in memory up to ``SPOOL_MEMORY``, then in
 a temporary file); ``finish`` writes the header and copies the payloads behind it. What it holds
 at once: the read-ahead that learns an input's size (``PROBE``), one segment (or one run of
-binary segments, ``MAX_BINARY_SEGMENT``) and the model.
+binary segments, ``MAX_BINARY_SEGMENT``; on a GPU a batch of segments compressed together,
+``batch_encode``, at most ``ENCODE_PENDING_BYTES``) and the model.
 
 The segments are the same however the input arrives: an input of known size (a file, a bytes
 object, or a stream that ends within ``PROBE``) is cut exactly as ``codec.segment_size`` says
@@ -27,7 +28,7 @@ from typing import BinaryIO
 
 from . import container as C
 from . import sniff
-from .codec import CodecParams, Progress, check_decodable, decode_group, encode_piece, make_header, segment_end
+from .codec import CodecParams, Progress, check_decodable, decode_group, encode_pieces, make_header, segment_end
 from ..errors import ChecksumError, TrailingDataError, TruncatedError
 from ..model.zoo import LoadedModel
 
@@ -36,6 +37,7 @@ STREAM_SEGMENT = 1 << 20  # segment size for a longer stream of unknown size (co
 MAX_BINARY_SEGMENT = 16 << 20  # binary runs are coded whole up to this (xz -9e then needs ~190 MB)
 SPOOL_MEMORY = 8 << 20  # payload bytes kept in memory before the spool moves to a temporary file
 PENDING_BYTES = 64 << 20  # decoded bytes held back at most while a batch of model segments fills
+ENCODE_PENDING_BYTES = 64 << 20  # input bytes held at most while a batch of segments to compress fills
 _COPY = 1 << 20
 
 
@@ -135,26 +137,41 @@ class StreamCompressor:
     """Compress data written in pieces into one container (see the module docstring).
 
     ``total``: the input's size if known (then the segments are cut for it from the start).
+    ``batch``: segments compressed together (``batch_encode``; None: ``batch_encode.batch_for``,
+    more than one only on a GPU); the bytes are the same for any batch.
     Call ``write`` any number of times, then ``finish(out)`` once.
     """
 
     def __init__(self, lm: LoadedModel, params: CodecParams, total: int | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, batch: int | None = None) -> None:
         params.validate(lm.model.cfg.max_context)
+        from .batch_encode import batch_for
+
         self.lm, self.p, self.progress = lm, params, progress
+        self.batch = batch if batch is not None else batch_for(lm)
         self.pieces = PieceStream(params, total)
+        self.pending: list[tuple[bytes, bool]] = []  # pieces waiting for a batch to fill
+        self.pending_bytes = 0
         self.segments: list[C.Segment] = []
         self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
         self.sha = hashlib.sha256() if params.format_version < 3 else None
         self.finished = False
 
     def _code(self, coded: Iterable[tuple[bytes, bool]]) -> None:
-        for chunk, text in coded:
-            seg, payload = encode_piece(self.lm, chunk, text, self.p, self.progress)
+        for piece in coded:
+            self.pending.append(piece)
+            self.pending_bytes += len(piece[0])
+            if len(self.pending) >= self.batch or self.pending_bytes >= ENCODE_PENDING_BYTES:
+                self._flush()
+
+    def _flush(self) -> None:
+        coded = encode_pieces(self.lm, self.pending, self.p, self.progress, self.batch)
+        for (chunk, _), (seg, payload) in zip(self.pending, coded):
             self.segments.append(seg)
             self.spool.write(payload)
             if self.sha is not None:
                 self.sha.update(chunk)
+        self.pending, self.pending_bytes = [], 0
 
     def write(self, data) -> None:
         if self.finished:
@@ -167,6 +184,8 @@ class StreamCompressor:
             raise ValueError("finish called twice")
         self.finished = True
         self._code(self.pieces.finish())
+        if self.pending:
+            self._flush()
         header = make_header(self.lm, self.p, self.segments, self.sha.digest() if self.sha else b"")
         return write_container(out, header, self.p.format_version, self.spool)
 

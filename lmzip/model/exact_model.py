@@ -163,6 +163,7 @@ class ExactModel:
         self.cfg = cfg
         self.device = torch.device(device)
         dev = self.device
+        self.chunk_elements = _CHUNK_ELEMENTS if dev.type == "cpu" else _DEVICE_CHUNK_ELEMENTS
         self.embed_q = tensors["embed.q"].to(dev)
         self.embed_scale = tensors["embed.scale"].to(device=dev, dtype=torch.float64)
         self.head = _Linear(tensors["head.q"], tensors["head.scale"], dev)
@@ -233,7 +234,7 @@ class ExactModel:
         h = emb.mul_(float(2**RES_BITS)).round_()
         for i, layer in enumerate(self.layers):
             h = h + self._attention(layer, cache, i, h, pos)
-            step = max(1, _CHUNK_ELEMENTS // (2 * cfg.ffn_dim))  # tokens per FFN chunk
+            step = max(1, self.chunk_elements // (2 * cfg.ffn_dim))  # tokens per FFN chunk
             flat = h.view(B * n, cfg.dim)
             h = h + torch.cat([self._ffn(layer, flat[t : t + step]) for t in range(0, B * n, step)]).view(B, n, cfg.dim)
         cache.lengths += n
@@ -294,7 +295,7 @@ class ExactModel:
         r0 = 0
         while r0 < R:
             L = int(qpos[:, min(R, r0 + 1) - 1 :].max()) + 1  # upper bound for this chunk's keys
-            rows = max(1, min(R - r0, _CHUNK_ELEMENTS // (B * Hk * L)))
+            rows = max(1, min(R - r0, self.chunk_elements // (B * Hk * L)))
             qc, pc = q[:, :, r0 : r0 + rows], qpos[:, r0 : r0 + rows]
             L = int(pc.max()) + 1
             scores = torch.matmul(qc, keys[:, :, :L].transpose(-1, -2))  # exact integers
@@ -326,7 +327,7 @@ class ExactModel:
         """Residual stream [..., d] -> int32 frequencies [..., V]: every entry >= 1, rows sum to 2**24."""
         shape = h.shape[:-1]
         flat = h.reshape(-1, h.shape[-1])
-        rows = max(1, _CHUNK_ELEMENTS // self.cfg.vocab_size)
+        rows = max(1, self.chunk_elements // self.cfg.vocab_size)
         out = torch.empty(flat.shape[0], self.cfg.vocab_size, dtype=torch.int32, device=h.device)
         for r0 in range(0, flat.shape[0], rows):
             out[r0 : r0 + rows] = self.logit_frequencies(self._head_logits(flat[r0 : r0 + rows]))
@@ -340,7 +341,7 @@ class ExactModel:
         (``adapt.py``) works on these integers before they become frequencies."""
         shape = h.shape[:-1]
         flat = h.reshape(-1, h.shape[-1])
-        rows = max(1, _CHUNK_ELEMENTS // self.cfg.vocab_size)
+        rows = max(1, self.chunk_elements // self.cfg.vocab_size)
         out = torch.cat([self._head_logits(flat[r0 : r0 + rows]) for r0 in range(0, max(1, flat.shape[0]), rows)])
         return out[: flat.shape[0]].view(*shape, self.cfg.vocab_size)
 
@@ -356,9 +357,12 @@ class ExactModel:
         return normalize_frequencies(self.out_exp[idx])
 
 
-# Temporaries stay below ~16 MB of float64: larger ones are fresh mmaps whose page faults
-# cost more than the arithmetic.
+# Temporaries stay below ~16 MB of float64 on a CPU: larger ones are fresh mmaps whose page faults
+# cost more than the arithmetic. On a GPU every chunk is a dozen kernel launches and memory is
+# pooled: chunks of 512 MB keep a batch of segments' attention from being thousands of launches.
+# (Chunks split independent rows only: the integers do not depend on the size.)
 _CHUNK_ELEMENTS = 1 << 21
+_DEVICE_CHUNK_ELEMENTS = 1 << 26
 
 
 def normalize_frequencies(e: torch.Tensor, total_bits: int = TOTAL_BITS) -> torch.Tensor:
