@@ -738,10 +738,15 @@ class GpuSampler:
 
 
 def text_sources(ctx: Ctx) -> tuple[list[bytes], list[str]]:
-    """Varied real text: what the kit carried (.gpu_kit/text: corpora), then the checkout's own text files."""
-    paths = []
+    """Varied real text: what the kit carried (.gpu_kit/text: the corpora and the pool of text_pool.py), then
+    the checkout's own text files."""
+    paths, pools = [], []
     for d in ctx.args.text or ([KIT / "text"] if (KIT / "text").is_dir() else []):
-        paths += sorted(p for p in Path(d).rglob("*") if p.is_file())
+        for p in sorted(Path(d).rglob("*")):
+            if p.name == "pool.json":
+                pools.append(p.parent)
+            elif p.is_file() and not p.name.endswith(".txt.xz"):
+                paths.append(p)
     for pattern in ("README.md", "docs/*.md", "benchmarks/data/*", "lmzip/*.py", "lmzip/**/*.py", "tests/*.py", "benchmarks/*.py"):
         paths += sorted(ROOT.glob(pattern))
     out, names, seen = [], [], set()
@@ -758,6 +763,12 @@ def text_sources(ctx: Ctx) -> tuple[list[bytes], list[str]]:
             continue
         out.append(data)
         names.append(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p))
+    import text_pool
+
+    for folder in pools:  # last: each kind is one long source, the others run out first
+        for name, data in text_pool.read(folder):
+            out.append(data)
+            names.append(name)
     return out, names
 
 
@@ -943,6 +954,21 @@ def phase_throughput(ctx: Ctx) -> None:
                 largest = (data, row)
             rep.save()
         size *= 4
+    # The issue's setting: >= 32 MB of varied text (64 KB pieces of every kind in turn), the adaptive
+    # predictor, lmzip's default segments (1 MB each), both ways, when its projection fits.
+    want = int(a.large_mb * (1 << 20))
+    big = build_text(sources, -(-want // (64 << 10)), 64 << 10)
+    if len(big) < want:
+        rep.skip("throughput", f"the {a.large_mb} MB run", f"only {len(big) / (1 << 20):.1f} MB of text (the kit's pool is missing?)")
+    elif not rep.stopped:
+        need = projected(b1, last, True, len(big), 1 << 20, max(1, len(big) >> 20), ctx.step_slope.get(which, 0.15))
+        sec["large_projected_s"] = round(need, 1)
+        if rep.fits(need * 1.2 + 0.5):
+            sec["large"] = measure(ctx, which, big, 0, True, 64, f"{a.large_mb}MB defaults adapt=True")
+            rep.save()
+        else:
+            rep.skip("throughput", f"the {a.large_mb} MB run ({len(big)} B, adaptive, default segments)",
+                     f"~{need:.0f} s projected, {rep.left():.0f} s left")
     # The ratio cost of those segments: the same text with lmzip's defaults (compression only).
     if largest is not None:
         data, row = largest
@@ -1007,7 +1033,8 @@ def print_summary(rep: Report) -> None:
     print(f"checks: {s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped")
     for c in s["failed_checks"][:20]:
         print(f"  FAIL {c}")
-    for r in d["throughput"]["batch1"] + d["throughput"]["runs"]:
+    tp = d["throughput"]
+    for r in tp["batch1"] + tp["runs"] + ([tp["large"]] if "large" in tp else []):
         dec = (f"dec {r['decompress_bytes_per_s']:>9} B/s {r['decompress_tokens_per_s']:>8} tok/s"
                if "decompress_s" in r else "")
         print(f"  {r['tag']:<28} {r['bytes']:>8} B  {r['bits_per_byte']:.3f} bpb  comp {r['compress_bytes_per_s']:>9} B/s "
@@ -1035,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp-segment-bytes", type=int, default=None, help="first throughput run's bytes per segment")
     ap.add_argument("--tp-max-segment-bytes", type=int, default=256 << 10)
     ap.add_argument("--batch1-bytes", type=int, default=None, help="size of the batch-1 decoding run")
+    ap.add_argument("--large-mb", type=float, default=32, help="MB of varied text of the issue's large run")
     ap.add_argument("--text", action="append", type=Path, help="folder of text for the throughput runs (repeatable)")
     ap.add_argument("--dev-float64", action="store_true",
                     help="the device's model takes float64 products too (a CPU rehearsal of the teacher's paths)")

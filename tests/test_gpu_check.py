@@ -76,3 +76,27 @@ def test_tiny_rehearsal_reports_everything(tmp_path):
         assert r["roundtrip_ok"] and r["compress_bytes_per_s"] > 0 and r["decompress_tokens_per_s"] > 0
         assert {"bits_per_byte", "tokens", "segments", "decode_batch", "encode_batch", "device_name"} <= set(r)
     assert "gpu_check summary" in res.stdout
+
+
+def test_the_text_pool_names_its_files_and_checks_itself(tmp_path):
+    """benchmarks/text_pool.py: this machine's varied text for the large run, each kind one xz file
+    beside a manifest of every file's package, licence and sha256; a changed byte is refused."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import text_pool
+
+    meta = text_pool.build(tmp_path, 0.4, say=lambda msg: None)
+    if not meta["kinds"]:
+        pytest.skip("no system text on this machine")
+    kinds = text_pool.read(tmp_path)
+    assert [name for name, _ in kinds] == [f"pool/{k}" for k in sorted(meta["kinds"])]
+    assert sum(len(t) for _, t in kinds) == sum(f["bytes"] for f in meta["files"]) > 100_000
+    assert all(f["licence"] and f["package"] for f in meta["files"])
+    assert json.loads((tmp_path / "pool.json").read_text())["files"] == meta["files"]
+    import lzma
+
+    victim = tmp_path / f"{sorted(meta['kinds'])[0]}.txt.xz"
+    raw = bytearray(lzma.decompress(victim.read_bytes()))
+    raw[len(raw) // 2] ^= 1
+    victim.write_bytes(lzma.compress(bytes(raw)))
+    with pytest.raises(ValueError, match="sha256"):
+        text_pool.read(tmp_path)
