@@ -60,6 +60,25 @@ def test_batches_write_the_bytes_of_one_segment_at_a_time(ref_lm, monkeypatch, d
 
 
 @pytest.mark.parametrize("adapt", [True, False])
+def test_rows_through_the_ring_of_host_buffers(ref_lm, monkeypatch, adapt):
+    """The GPU's way down (int32 rows copied into a ring of reused host buffers, each returned after
+    its group is coded), here with unpinned buffers: small groups, so every buffer is reused many times."""
+    monkeypatch.setenv("LMZIP_CODING", CODINGS[0])
+    monkeypatch.setattr(batch_encode, "STAGE_ON_CPU", True)
+    monkeypatch.setattr(batch_encode, "HEAD_ROWS", 8)
+    monkeypatch.setattr(batch_encode, "MIN_SPAN_ROWS", 3)
+    taken = []
+    take = batch_encode._Rows._take
+    monkeypatch.setattr(batch_encode._Rows, "_take", lambda self: taken.append(1) or take(self))
+    p = params(adapt, window=32, segment=70)
+    staged = compress(ref_lm, TEXT, p, 4)[0]
+    if CODINGS[0] == "native" or not adapt:  # int32 rows (the Python predictor takes int64 as they are)
+        assert len(taken) > 2 * (batch_encode.RING + 1)
+    monkeypatch.setattr(batch_encode, "STAGE_ON_CPU", False)
+    assert staged == compress(ref_lm, TEXT, p, 1)[0]
+
+
+@pytest.mark.parametrize("adapt", [True, False])
 def test_the_native_model_batches_too(tiny, adapt):
     p = params(adapt, window=32, segment=70)
     assert compress(tiny, TEXT, p, 5)[0] == compress(tiny, TEXT, p, 1)[0]

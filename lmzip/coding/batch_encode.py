@@ -33,6 +33,7 @@ RING = 2  # groups of rows queued for the host (besides the one it codes and the
 DEVICE_MEMORY_SHARE = 0.5  # of the free GPU memory, at most, for the batch's caches
 CUDA_BATCH = 64  # segments per forward on a GPU when nothing says otherwise
 KV_BYTES = 2 * 8  # the reference's cache: float64 keys and values
+STAGE_ON_CPU = False  # tests: the torch reference on a CPU goes through the GPU's ring of host buffers too
 
 
 def batch_for(lm) -> int:
@@ -236,12 +237,12 @@ class _Rows:
             # int32 unless an entry could wrap (never for a real model: see codec.logits_host)
             if self.kind == "logits32" and int(z.abs().amax()) <= 1 << 30:
                 z = z.to(torch.int32)
-        if not self.cuda or z.dtype != torch.int32:
+        if not (self.cuda or STAGE_ON_CPU) or z.dtype != torch.int32:
             return z.cpu().numpy(), _nothing
         buf = self._take()
         n = z.shape[0]
         if buf is None or buf.shape[0] < n:
-            buf = torch.empty(n, z.shape[1], dtype=torch.int32, pin_memory=True)
+            buf = torch.empty(n, z.shape[1], dtype=torch.int32, pin_memory=self.cuda)
         buf[:n].copy_(z)  # into pinned memory: this thread waits, the coding thread does not
         return buf[:n].numpy(), lambda: self.free.put(buf)
 
