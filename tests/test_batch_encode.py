@@ -14,16 +14,10 @@ from hypothesis import strategies as st
 from lmzip import native
 from lmzip.coding import batch_encode, codec, streaming
 from lmzip.predict.adapt import AdaptParams
-from lmzip.testing import load_with_runtime
 
 CODINGS = ["native", "reference"] if native.available() else ["reference"]
 TEXT = (b"A batch of segments goes through the model as one forward.\n"
         b"Each segment's rows come back in coding order; its coder decides alone.\r\n" * 8)
-
-
-@pytest.fixture(scope="module")
-def ref_lm(tiny_model_dir):
-    return load_with_runtime(tiny_model_dir, "reference")
 
 
 def params(adapt: bool, window: int = 48, segment: int = 90, fallback: bool = False) -> codec.CodecParams:

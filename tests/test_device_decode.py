@@ -14,16 +14,11 @@ from lmzip.coding import codec, device_decode
 from lmzip.errors import FormatError, LmzipError
 from lmzip.model.static_step import StaticStep
 from lmzip.predict.adapt import AdaptParams
-from lmzip.testing import load_with_runtime, tiny_model
+from lmzip.testing import tiny_model
 
 CODINGS = ["native", "reference"] if native.available() else ["reference"]
 TEXT = (b"The slot decoder moves segments through a fixed batch.\n"
         b"Each step is one token per slot; a slot whose segment ends takes the next one.\r\n" * 6)
-
-
-@pytest.fixture(scope="module")
-def ref_lm(tiny_model_dir):
-    return load_with_runtime(tiny_model_dir, "reference")
 
 
 def params(adapt: bool, window: int = 48, overlap: int = 12, segment: int = 90) -> codec.CodecParams:
