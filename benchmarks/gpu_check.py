@@ -815,8 +815,11 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
         return blob, time.perf_counter() - t
 
     ctx.reset_peak()
+    batch_encode.STATS.clear()
     with GpuSampler(ctx) as gs:
         blob, ct = timed_compress()
+    if batch_encode.STATS:  # where the batched encoder's time went (seconds, per thread)
+        row["compress_time_split_s"] = {k: round(v, 3) for k, v in batch_encode.STATS.items()}
     header = container.peek_header(blob)
     lm_segs = [s for s in header.segments if s.method == container.METHOD_LM]
     tokens = sum(s.token_count for s in lm_segs)
@@ -856,11 +859,14 @@ def measure(ctx: Ctx, which: str, data: bytes, segment_bytes: int, adapt: bool, 
             return back, time.perf_counter() - t
 
         ctx.reset_peak()
+        device_decode.STATS.clear()
         try:
             with GpuSampler(ctx) as gs:
                 back, dt = timed_decompress()
         finally:
             codec.CACHE_TOKEN_SLOTS = slots
+        if device_decode.STATS:  # where the slots' time went (seconds; steps counted)
+            row["decompress_time_split_s"] = {k: round(v, 3) for k, v in device_decode.STATS.items()}
         row.update(roundtrip_ok=back == data, decompress_s=round(dt, 3), decompress_bytes_per_s=round(len(data) / dt, 1),
                    decompress_tokens_per_s=round(tokens / dt, 1),
                    ms_per_token_per_stream=round(1e3 * dt / max(1, tokens) * row["decode_batch"], 2),
@@ -955,20 +961,29 @@ def phase_throughput(ctx: Ctx) -> None:
             rep.save()
         size *= 4
     # The issue's setting: >= 32 MB of varied text (64 KB pieces of every kind in turn), the adaptive
-    # predictor, lmzip's default segments (1 MB each), both ways, when its projection fits.
+    # predictor, both ways: first in segments of 64 KB (--streams 512: a slot for each), then with lmzip's
+    # default segments (1 MB: 32 slots), or that compression only, each when its projection fits.
     want = int(a.large_mb * (1 << 20))
     big = build_text(sources, -(-want // (64 << 10)), 64 << 10)
     if len(big) < want:
-        rep.skip("throughput", f"the {a.large_mb} MB run", f"only {len(big) / (1 << 20):.1f} MB of text (the kit's pool is missing?)")
-    elif not rep.stopped:
-        need = projected(b1, last, True, len(big), 1 << 20, max(1, len(big) >> 20), ctx.step_slope.get(which, 0.15))
-        sec["large_projected_s"] = round(need, 1)
+        rep.skip("throughput", f"the {a.large_mb} MB runs", f"only {len(big) / (1 << 20):.1f} MB of text (the kit's pool is missing?)")
+        big = b""
+    sec["large"] = []
+    for streams, decode in ((512, True), (0, True), (0, False)):
+        if not big or rep.stopped or (not decode and any(r["segment_bytes"] == 0 for r in sec["large"])):
+            break
+        size = -(-len(big) // streams) if streams else 1 << 20
+        n = max(1, len(big) // size)
+        need = projected(b1, last, True, len(big), size, n, ctx.step_slope.get(which, 0.15))
+        if not decode and True in last:
+            need = last[True][1] * len(big) / last[True][0] * 0.5  # compression alone: about half a round trip
+        what = f"{a.large_mb} MB {'--streams 512' if streams else 'defaults'}{'' if decode else ' (compress only)'}"
+        sec.setdefault("large_projected_s", {})[what] = round(need, 1)
         if rep.fits(need * 1.2 + 0.5):
-            sec["large"] = measure(ctx, which, big, 0, True, 64, f"{a.large_mb}MB defaults adapt=True")
+            sec["large"].append(measure(ctx, which, big, size if streams else 0, True, max(64, n), what, decompress=decode))
             rep.save()
         else:
-            rep.skip("throughput", f"the {a.large_mb} MB run ({len(big)} B, adaptive, default segments)",
-                     f"~{need:.0f} s projected, {rep.left():.0f} s left")
+            rep.skip("throughput", f"the run {what} ({len(big)} B, adaptive)", f"~{need:.0f} s projected, {rep.left():.0f} s left")
     # The ratio cost of those segments: the same text with lmzip's defaults (compression only).
     if largest is not None:
         data, row = largest
@@ -1034,7 +1049,7 @@ def print_summary(rep: Report) -> None:
     for c in s["failed_checks"][:20]:
         print(f"  FAIL {c}")
     tp = d["throughput"]
-    for r in tp["batch1"] + tp["runs"] + ([tp["large"]] if "large" in tp else []):
+    for r in tp["batch1"] + tp["runs"] + tp.get("large", []):
         dec = (f"dec {r['decompress_bytes_per_s']:>9} B/s {r['decompress_tokens_per_s']:>8} tok/s"
                if "decompress_s" in r else "")
         print(f"  {r['tag']:<28} {r['bytes']:>8} B  {r['bits_per_byte']:.3f} bpb  comp {r['compress_bytes_per_s']:>9} B/s "

@@ -38,6 +38,8 @@ class Compressor:
     ``window``/``overlap``: tokens the model sees at most / re-reads at each new window
     (default 4096 / 1024, or the model's context and a quarter of it if that is shorter).
     ``segment_size``: target bytes per independently decodable segment (0: automatic).
+    ``streams``: cut the input into this many segments instead (about 16 KB to 1 MB each), so that a GPU
+    decodes them all at once; each starts cold, so ratio drops as they shrink (0: automatic).
     ``fallback``: let segments fall back to zstd/stored bytes when that is smaller (default);
     False forces the model everywhere (for measurements).
     ``adapt``: learn the file while coding it (True: default parameters; an ``AdaptParams``;
@@ -46,14 +48,14 @@ class Compressor:
     """
 
     def __init__(self, model: ModelSpec = None, *, device: str = "cpu", window: int | None = None,
-                 overlap: int | None = None, segment_size: int = CodecParams.segment_bytes,
+                 overlap: int | None = None, segment_size: int = CodecParams.segment_bytes, streams: int = 0,
                  top_k: int = CodecParams.top_k, fallback: bool = True, adapt: bool | AdaptParams = True,
                  transforms: bool = True, format_version: int = container.FORMAT_VERSION) -> None:
         self.model = _load(model, device)
         window, overlap = CodecParams.schedule(self.model.model.cfg.max_context, window, overlap)
         if adapt is True:
             adapt = AdaptParams()
-        self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, top_k=top_k,
+        self.params = CodecParams(window=window, overlap=overlap, segment_bytes=segment_size, streams=streams, top_k=top_k,
                                   fallback=fallback, adapt=adapt or None, transforms=transforms,
                                   format_version=format_version)
         try:
@@ -93,7 +95,7 @@ class Decompressor:
 
 
 def compress(data: bytes | bytearray | memoryview, model: ModelSpec = None, **options) -> bytes:
-    """Compress ``data`` into a .lmz blob (options: device, window, overlap, segment_size, top_k, fallback,
+    """Compress ``data`` into a .lmz blob (options: device, window, overlap, segment_size, streams, top_k, fallback,
     adapt, transforms)."""
     return Compressor(model, **options).compress(data)
 

@@ -609,3 +609,27 @@ def test_adaptation_switch(tmp_path, model, lm_bytes):
         assert run("decompress", "--model", model, "-c", out).stdout_bytes == lm_bytes
     r = run("-d", "--no-adapt", tmp_path / "out0.lmz")
     assert r.exit_code == 4 and "only apply to compression" in r.stderr
+
+
+def test_streams_cut_the_input_for_a_gpu(tmp_path, model):
+    """--streams N: N segments of about 16 KB or more (a GPU decodes them at once), decoded back;
+    with --segment-size, one clear error."""
+    data = (TEXT * 400)[:5 * (16 << 10) + 999]
+    (tmp_path / "x.txt").write_bytes(data)
+    assert run("--model", model, *SMALL, "--no-adapt", "--streams", "4", tmp_path / "x.txt").exit_code == 0
+    lmz = tmp_path / "x.txt.lmz"
+    segs = container.peek_header(lmz.read_bytes()).segments
+    assert len(segs) in (4, 5) and min(s.original_length for s in segs[:4]) >= 16 << 10  # (cuts after a newline)
+    assert run("-d", "-c", "--model", model, lmz).stdout_bytes == data
+    (tmp_path / "x.txt.lmz").unlink()
+    segs = container.peek_header(_compress_to_bytes(tmp_path / "x.txt", model, "--streams", "50")).segments
+    # not 50: equal parts of about 16 KB at least (6, and a tail where a cut waits for a newline)
+    assert len(segs) in (6, 7) and min(s.original_length for s in segs[:6]) >= 12 << 10
+    line = one_error_line(run("--model", model, "--streams", "2", "--segment-size", "1000", tmp_path / "x.txt"), 4)
+    assert "mutually exclusive" in line
+
+
+def _compress_to_bytes(path, model, *opts) -> bytes:
+    r = run("--model", model, *SMALL, "--no-adapt", *opts, "-c", path)
+    assert r.exit_code == 0, r.output
+    return r.stdout_bytes

@@ -201,3 +201,23 @@ def test_damaged_stream_writes_nothing_to_stdout(tiny_model_dir, tmp_path):
     assert r.exit_code != 0 and r.stdout_bytes == b""
     with pytest.raises(LmzipError):
         lmzip.decompress(bytes(bad), lmzip.Decompressor(tiny_model_dir).model_for(container.read_container(blob)[0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(1, 1 << 30), streams=st.integers(1, 4096), adapt=st.booleans())
+def test_streams_choose_the_number_of_segments(total, streams, adapt):
+    """CodecParams.streams: about that many equal segments, none much under MIN_STREAM_SEGMENT
+    (equal parts round down a little) and none over 1 MB, whatever the predictor."""
+    from lmzip.coding.codec import MIN_STREAM_SEGMENT, CodecParams
+    from lmzip.predict.adapt import AdaptParams
+
+    p = CodecParams(streams=streams, adapt=AdaptParams() if adapt else None)
+    size = p.segment_size(total)
+    assert 0 < size <= 1 << 20
+    n = -(-total // size)
+    if total >= MIN_STREAM_SEGMENT:
+        assert size * 2 > MIN_STREAM_SEGMENT
+    if MIN_STREAM_SEGMENT * streams <= total <= streams << 20:
+        assert n == streams or abs(size - total / streams) <= 1
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        CodecParams(streams=streams, segment_bytes=1000).validate(8192)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,6 +35,10 @@ RING = 2  # groups of rows queued for the host (besides the one it codes and the
 DEVICE_MEMORY_SHARE = 0.5  # of the free GPU memory, at most, for the batch's caches
 CUDA_BATCH = 64  # segments per forward on a GPU when nothing says otherwise
 KV_BYTES = 2 * 8  # the reference's cache: float64 keys and values
+# Seconds spent, summed over runs (benchmarks reset and read it): the device's thread in forwards
+# ("forward"), head and copies down ("head"), waiting for the host to take a group ("device_wait");
+# the coding thread waiting for rows ("host_wait") and coding them ("host_code").
+STATS: Counter = Counter()
 STAGE_ON_CPU = False  # tests: the torch reference on a CPU goes through the GPU's ring of host buffers too
 
 
@@ -95,7 +101,10 @@ def _run_group(coders: list, pool: ThreadPoolExecutor | None) -> None:
     worker.start()
     try:
         while True:
+            t0 = time.perf_counter()
             item = rows_q.get()
+            t1 = time.perf_counter()
+            STATS["host_wait"] += t1 - t0
             if item is None:
                 break
             if isinstance(item, BaseException):
@@ -105,6 +114,7 @@ def _run_group(coders: list, pool: ThreadPoolExecutor | None) -> None:
                 _feed(coders, spans, rows, pool)
             finally:
                 release()
+            STATS["host_code"] += time.perf_counter() - t1
     finally:
         stop.set()
         while worker.is_alive():  # let it see ``stop``: it may be waiting to put a group or for a buffer
@@ -157,12 +167,16 @@ class _Rows:
             self._put(exc)
 
     def _put(self, item) -> None:
-        while not self.stop.is_set():
-            try:
-                self.out.put(item, timeout=0.05)
-                return
-            except queue.Full:
-                pass
+        t = time.perf_counter()
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.out.put(item, timeout=0.05)
+                    return
+                except queue.Full:
+                    pass
+        finally:
+            STATS["device_wait"] += time.perf_counter() - t
 
     def _produce(self) -> None:
         from .codec import FORWARD_CHUNK
@@ -184,7 +198,9 @@ class _Rows:
                 if self.stop.is_set():
                     return
                 c1 = min(L, c0 + FORWARD_CHUNK)
+                t = time.perf_counter()
                 h = self.model.hidden(cache, s[:, c0:c1])
+                STATS["forward"] += time.perf_counter() - t
                 # Each segment's rows of this part, as coded_rows has them: from the window's
                 # context (or the part's start) to the part's end.
                 spans = []
@@ -206,7 +222,9 @@ class _Rows:
             hv = h[torch.from_numpy(bj).to(h.device), torch.from_numpy(pos).to(h.device)]
         else:
             hv = np.ascontiguousarray(h[bj, pos])
+        t = time.perf_counter()
         rows, release = self._head(hv)
+        STATS["head"] += time.perf_counter() - t
         spans, off = [], 0
         for i, _, start, lo, hi, first, ends in group:
             spans.append((i, start + lo, start + hi, off, (start + first, start + hi) if ends else None))

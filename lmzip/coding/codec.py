@@ -37,6 +37,7 @@ from ..model.zoo import LoadedModel
 
 Progress = Callable[[int], None]  # called with the number of original bytes just finished
 AUTO_STREAMS = 16
+MIN_STREAM_SEGMENT = 16 << 10  # segments asked for by number (CodecParams.streams) are no smaller
 # The encoder runs a window through the model in parts this long, and may give up after each.
 FORWARD_CHUNK = 1024
 GIVE_UP_AFTER = 2048  # tokens coded before the encoder may give a segment up
@@ -60,6 +61,7 @@ class CodecParams:
     window: int = 4096  # tokens the model sees at most
     overlap: int = 1024  # tokens of context re-read at each new window (0: independent windows)
     segment_bytes: int = 0  # target original bytes per segment; 0: automatic (see segment_size)
+    streams: int = 0  # automatic segments: at least this many (a GPU decodes them at once); 0: the default
     total_bits: int = 24
     top_k: int = 64
     fallback: bool = True  # False: always use the model (for measurement and tests)
@@ -86,6 +88,10 @@ class CodecParams:
             raise ValueError("overlap must be smaller than the window")
         if self.segment_bytes < 0:
             raise ValueError("segment size must be positive (or 0 for automatic)")
+        if self.streams < 0:
+            raise ValueError("streams must be positive (or 0 for automatic)")
+        if self.streams and self.segment_bytes:
+            raise ValueError("a segment size and a number of streams are mutually exclusive")
         if self.format_version not in C.READ_VERSIONS:
             raise ValueError(f"format version must be one of {sorted(C.READ_VERSIONS)}")
 
@@ -96,11 +102,16 @@ class CodecParams:
         or under 256 KB when adapting, the default: the model restarts cold and the
         predictor forgets what it learned at every segment (alice29.txt: 1.0297 bits/byte
         ideal as one segment, ~1.047 in three of 50 KB). Files up to 256 KB are then one
-        segment, which a CPU decodes ~2x slower than three; ``--segment-size`` trades back."""
+        segment, which a CPU decodes ~2x slower than three; ``--segment-size`` trades back.
+        With ``streams``: that many segments (none under ``MIN_STREAM_SEGMENT``), for a GPU that
+        decodes hundreds at once, at the ratio cost of their cold starts (docs/BENCHMARKS.md)."""
         if self.segment_bytes:
             return self.segment_bytes
-        floor = (256 << 10) if self.adapt else (24 << 10)
-        size = min(1 << 20, max(floor, -(-total // AUTO_STREAMS)))
+        if self.streams:
+            streams, floor = self.streams, MIN_STREAM_SEGMENT
+        else:
+            streams, floor = AUTO_STREAMS, (256 << 10) if self.adapt else (24 << 10)
+        size = min(1 << 20, max(floor, -(-total // streams)))
         return -(-total // max(1, -(-total // size)))  # equal parts: no short tail segment
 
 

@@ -21,7 +21,8 @@ same on either path, on any device.
 from __future__ import annotations
 
 import os
-from collections import deque
+import time
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -33,6 +34,10 @@ from . import container as C
 KV_BYTES = 2 * 8
 DEVICE_MEMORY_SHARE = 0.5  # of the free GPU memory, at most, for the slots' caches
 MAX_SLOTS = 512
+# Seconds spent, summed over runs (benchmarks reset and read it): waiting for a lane's rows
+# ("rows_wait"), decoding them on the host ("host_decode"), refilling slots with their contexts
+# prefilled ("refill"), launching steps ("launch"); and the steps taken ("steps").
+STATS: Counter = Counter()
 
 
 def wanted(lm) -> bool:
@@ -211,11 +216,20 @@ def decode_streams(lm, header: C.Header, items: list, make_stream: Callable, bat
             for lane in lanes:
                 if lane.pending is None:
                     continue
+                t0 = time.perf_counter()
                 rows = lane.collect()  # the other lane's step runs on the device meanwhile
+                t1 = time.perf_counter()
                 decode_rows(lane, rows)
+                t2 = time.perf_counter()
                 fill(lane)
+                t3 = time.perf_counter()
                 if not lane.idle():
                     lane.launch()
+                STATS["rows_wait"] += t1 - t0
+                STATS["host_decode"] += t2 - t1
+                STATS["refill"] += t3 - t2
+                STATS["launch"] += time.perf_counter() - t3
+                STATS["steps"] += 1
             steps += 1
             if progress and steps % 32 == 0:
                 for lane in lanes:

@@ -194,6 +194,9 @@ _compress_opts = _options(
     click.option("--overlap", type=click.IntRange(min=0), metavar="N",
                  help="Tokens re-read as context at each new window. [default: 1024]"),
     click.option("--segment-size", type=_Size(), help="Bytes per independently decodable segment (0: auto). [default: 0]"),
+    click.option("--streams", type=click.IntRange(min=1), metavar="N",
+                 help="Cut the input into N segments instead (about 16 KB to 1 MB each), so that a GPU decodes them all "
+                      "at once; each starts cold, so smaller ones cost ratio. [default: about 16, of 256 KB or more]"),
     click.option("--top-k", type=click.IntRange(0, 0xFFFF), metavar="N", help="Coder's first-stage candidates. [default: 64]"),
     click.option("--adapt/--no-adapt", default=None,
                  help="Learn the file while coding it (bias, n-gram and match models). [default: adapt]"),
@@ -663,10 +666,11 @@ def main(ctx: click.Context, quiet: int, verbose: int) -> None:
 @_cluster_opts
 @click.pass_context
 def compress(ctx, files, decompress, test_, list_, to_stdout, output, remove, force, recursive, quiet, verbose, model,
-             level, window, overlap, segment_size, top_k, adapt, transforms, device, batch, cluster, workers, worker_cpus):
+             level, window, overlap, segment_size, streams, top_k, adapt, transforms, device, batch, cluster, workers,
+             worker_cpus):
     """Compress each FILE into FILE.lmz ('-' or none: standard input to standard output)."""
     verbosity = _verbosity(ctx, verbose, quiet)
-    params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, top_k=top_k,
+    params = {k: v for k, v in dict(window=window, overlap=overlap, segment_size=segment_size, streams=streams, top_k=top_k,
                                     adapt=adapt, transforms=transforms).items()
               if v is not None}
     modes = [flag for flag, on in (("-d", decompress), ("-t", test_), ("-l", list_)) if on]
