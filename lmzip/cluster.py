@@ -96,7 +96,7 @@ class Worker:
         return info
 
     def encode(self, chunk: bytes, text: bool) -> tuple[C.Segment, bytes]:
-        from .coding.codec import encode_piece
+        from .coding.encode import encode_piece
 
         c = self._compressor()
         return encode_piece(c.model, chunk, text, c.params)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmzip import native
-from lmzip.coding import batch_encode, codec, streaming
+from lmzip.coding import batch_encode, codec, encode, streaming
 from lmzip.predict.adapt import AdaptParams
 
 CODINGS = ["native", "reference"] if native.available() else ["reference"]
@@ -83,13 +83,13 @@ def test_a_segment_gives_up_as_it_does_alone(ref_lm, monkeypatch):
     their end): the same decisions, the same bytes."""
     monkeypatch.setattr(codec, "GIVE_UP_AFTER", 8)
     gave_up = []
-    finish = codec.SegmentCoder.finish
+    finish = encode.SegmentCoder.finish
 
     def spy(self):
         gave_up.append(self.given_up)
         return finish(self)
 
-    monkeypatch.setattr(codec.SegmentCoder, "finish", spy)
+    monkeypatch.setattr(encode.SegmentCoder, "finish", spy)
     rng = np.random.default_rng(3)
     noise = bytes(rng.choice(np.frombuffer(b"etaoin shrdlu\n", np.uint8), 600))  # text, but unpredictable
     data = TEXT[:400] + noise + TEXT[:400]
@@ -123,7 +123,7 @@ def test_an_error_while_coding_stops_the_device_side(ref_lm, monkeypatch):
     """The coding thread failing (while the device's thread has groups queued) is raised, and the
     device's thread ends instead of waiting to hand over its next group."""
     calls = []
-    feed = codec.SegmentCoder.feed
+    feed = encode.SegmentCoder.feed
 
     def failing(self, *args):
         calls.append(1)
@@ -131,7 +131,7 @@ def test_an_error_while_coding_stops_the_device_side(ref_lm, monkeypatch):
             raise OSError("disk full")
         return feed(self, *args)
 
-    monkeypatch.setattr(codec.SegmentCoder, "feed", failing)
+    monkeypatch.setattr(encode.SegmentCoder, "feed", failing)
     monkeypatch.setattr(batch_encode, "HEAD_ROWS", 2)
     monkeypatch.setattr(batch_encode, "MIN_SPAN_ROWS", 1)  # many small groups: the queue fills
     with pytest.raises(OSError, match="disk full"):

@@ -11,7 +11,7 @@ predictor, else frequencies).
 
 The device's side runs in a thread of its own, so the host codes one group of rows (every segment
 in it on a thread pool: the native predictor and coder release the GIL) while the device computes
-the next. Each segment's ``codec.SegmentCoder`` receives its rows in coding order and decides to
+the next. Each segment's ``encode.SegmentCoder`` receives its rows in coding order and decides to
 give up only at the ends of parts, as it does alone: the bytes are those of one segment at a time
 (tests compare them), whatever the batch.
 """
@@ -74,7 +74,7 @@ def _memory_cap(model, batch: int, window: int) -> int:
 
 
 def run(coders: list, batch: int) -> None:
-    """Feed every ``codec.SegmentCoder`` in ``coders`` (one model, one kind of rows) all its rows,
+    """Feed every ``encode.SegmentCoder`` in ``coders`` (one model, one kind of rows) all its rows,
     up to ``batch`` segments a forward; a coder that gives up is fed no more."""
     coders = [c for c in coders if c.n]
     if not coders:

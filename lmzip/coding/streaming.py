@@ -28,7 +28,8 @@ from typing import BinaryIO
 
 from . import container as C
 from . import sniff
-from .codec import CodecParams, Progress, check_decodable, decode_group, encode_pieces, make_header, segment_end
+from .codec import CodecParams, Progress, check_decodable, decode_group, make_header, segment_end
+from .encode import encode_pieces
 from ..errors import ChecksumError, TrailingDataError, TruncatedError
 from ..model.zoo import LoadedModel
 

@@ -137,7 +137,7 @@ def explain(lm, data: bytes, params=None, *, name: str = "", guesses: int = GUES
         rows = to_numpy(f)
         tg = targets[a:b]
         total += ideal_bits(tg, rows, p.total_bits)  # exactly lm_cost_bits' sum
-        enc.encode_many(tg, rows)  # the encoder's calls (SegmentCoder.feed): the real payload
+        enc.encode_many(tg, rows)  # the encoder's calls (encode.SegmentCoder.feed): the real payload
         t = ids[a:b]
         fa = rows[np.arange(b - a), t].astype(np.int64)
         freq[a:b] = fa
