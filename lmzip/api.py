@@ -68,12 +68,28 @@ class Compressor:
         return codec.compress(bytes(data), self.model, self.params, progress)
 
 
-class Decompressor:
-    """Decompresses .lmz blobs. Loads the model each file names (once per process), or uses ``model``."""
+CPU_BATCH = 16  # segments decoded together on a CPU (token-by-token decoding: ~6x faster a token than alone)
 
-    def __init__(self, model: ModelSpec = None, *, device: str = "cpu", batch: int = 16) -> None:
+
+def decode_batch(batch: int | None, device: str) -> int:
+    """Segments decoded together: ``batch`` if given; else ``CPU_BATCH`` on a CPU and, on a GPU, as many
+    as the slots take (``device_decode.MAX_SLOTS``; fewer where its memory holds fewer caches)."""
+    if batch is not None:
+        return batch
+    if str(device).startswith("cuda"):
+        from .coding.device_decode import MAX_SLOTS
+
+        return MAX_SLOTS
+    return CPU_BATCH
+
+
+class Decompressor:
+    """Decompresses .lmz blobs. Loads the model each file names (once per process), or uses ``model``.
+    ``batch``: segments decoded together (default: ``decode_batch``)."""
+
+    def __init__(self, model: ModelSpec = None, *, device: str = "cpu", batch: int | None = None) -> None:
         self.device = device
-        self.batch = batch
+        self.batch = decode_batch(batch, device)
         self._model = _load(model, device) if model is not None else None
 
     def model_for(self, header: container.Header) -> zoo.LoadedModel | None:
@@ -134,7 +150,7 @@ class LmzDecompressor:
     (model-coded segments as soon as a batch of them, or the last one, is in). ``eof`` is True
     after the last segment; bytes after the file's end are in ``unused_data``."""
 
-    def __init__(self, model: ModelSpec = None, *, device: str = "cpu", batch: int = 16) -> None:
+    def __init__(self, model: ModelSpec = None, *, device: str = "cpu", batch: int | None = None) -> None:
         self._dec = Decompressor(model, device=device, batch=batch)
         self._buf = bytearray()
         self._header: container.Header | None = None
@@ -218,7 +234,7 @@ class LmzFile(io.BufferedIOBase):
         self._stream = None  # (generator of segments, buffer) for a file that cannot seek
         self._pos = 0
         self._written = 0  # bytes given to write()
-        self._batch = options.pop("batch", 16) if self._mode == "r" else 16
+        self._batch = decode_batch(options.pop("batch", None) if self._mode == "r" else None, device)
         if self._mode == "w":
             self._writer = LmzCompressor(model, device=device, **options)
 

@@ -431,7 +431,7 @@ class ClusterCoder:
     """
 
     def __init__(self, address: str = "auto", *, model: Any = None, device: str | None = None,
-                 workers: int | None = None, worker_cpus: int = 1, batch: int = 16,
+                 workers: int | None = None, worker_cpus: int = 1, batch: int | None = None,
                  in_flight: int | None = None, **options) -> None:
         ray = _ray()
         self.ray = ray
@@ -463,7 +463,9 @@ class ClusterCoder:
         self.model = os.fspath(model) if isinstance(model, os.PathLike) else model
         if self.model is not None and not isinstance(self.model, str):
             raise UsageError("a cluster's workers load the model themselves: give a registry id or a directory")
-        self.options, self.batch = options, batch
+        from .api import decode_batch
+
+        self.options, self.batch = options, decode_batch(batch, self.device)
         self._workers: Pool | None = None
 
     # -- workers

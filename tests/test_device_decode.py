@@ -127,3 +127,12 @@ def test_host_pool_step_equals_one_stream_at_a_time(ref_lm):
             d.check_end()
         with pytest.raises(ValueError):
             pool.decode_step(preds[:2], [decs[0], decs[0]], rows[:2], [0, 1])
+
+
+def test_the_default_batch_follows_the_device():
+    """A CPU decodes 16 segments together; a GPU as many as the slots take (memory bounds them later)."""
+    from lmzip.api import CPU_BATCH, Decompressor, decode_batch
+
+    assert decode_batch(None, "cpu") == CPU_BATCH == Decompressor().batch
+    assert decode_batch(None, "cuda") == decode_batch(None, "cuda:1") == device_decode.MAX_SLOTS
+    assert decode_batch(3, "cuda") == 3 == Decompressor(batch=3).batch

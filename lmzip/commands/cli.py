@@ -222,8 +222,9 @@ def _cluster(cluster: str | None, workers: int | None, worker_cpus: int | None, 
     return dict(address=cluster, workers=workers, worker_cpus=worker_cpus, device_given=device != "cpu")
 
 
-_batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
-                          help="Segments decoded together (memory vs speed).")
+_batch_opt = click.option("--batch", type=click.IntRange(min=1), default=None, metavar="N",
+                          help="Segments decoded together (memory vs speed). [default: 16; on a GPU 512, "
+                               "fewer where its memory holds fewer]")
 
 
 # --------------------------------------------------------------------------- models and streams
@@ -232,7 +233,7 @@ _batch_opt = click.option("--batch", type=click.IntRange(min=1), default=16, sho
 class _Coders:
     """The Compressor/Decompressor of one command: created on first use, once per process."""
 
-    def __init__(self, model: str | None, device: str, batch: int = 16, params: dict | None = None,
+    def __init__(self, model: str | None, device: str, batch: int | None = None, params: dict | None = None,
                  cluster: dict | None = None):
         self.model, self.device, self.batch, self.params = model, device, batch, params or {}
         self.cluster = cluster  # address, workers, worker_cpus: code on a Ray cluster instead
